@@ -1,0 +1,145 @@
+//! Wraps the bodies: counts bytes, and fires the exchange's record at end or on drop.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::exchange::Guard;
+use crate::record::Outcome;
+
+/// The request body on its way to the upstream, counted into `bytes_in`.
+pub struct RequestBody {
+    inner: Incoming,
+    count: Option<Arc<AtomicU64>>,
+}
+
+impl RequestBody {
+    /// Counts into `count` when the exchange is recorded.
+    pub fn new(inner: Incoming, count: Option<Arc<AtomicU64>>) -> Self {
+        RequestBody { inner, count }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if let (Some(Ok(f)), Some(count)) = (&frame, &self.count)
+            && let Some(data) = f.data_ref()
+        {
+            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The body sent to the client: the upstream's, or one sockproxy wrote itself.
+pub struct ResponseBody {
+    kind: Kind,
+}
+
+enum Kind {
+    Proxied {
+        inner: Incoming,
+        guard: Option<Guard>,
+    },
+    Own(Option<Bytes>),
+}
+
+impl ResponseBody {
+    /// The upstream's body; `guard` (if the exchange is recorded) is finished when the
+    /// body ends, or dropped with it when the client goes away first.
+    pub fn proxied(inner: Incoming, guard: Option<Guard>) -> Self {
+        let mut body = ResponseBody {
+            kind: Kind::Proxied { inner, guard },
+        };
+        body.finish_if_ended();
+        body
+    }
+
+    /// A body sockproxy wrote itself (a 502 page), or none.
+    pub fn own(bytes: Option<Bytes>) -> Self {
+        ResponseBody {
+            kind: Kind::Own(bytes.filter(|b| !b.is_empty())),
+        }
+    }
+
+    /// hyper stops polling once `is_end_stream` says so: write the record then.
+    fn finish_if_ended(&mut self) {
+        if let Kind::Proxied { inner, guard } = &mut self.kind
+            && inner.is_end_stream()
+            && let Some(g) = guard.take()
+        {
+            g.finish(Outcome::Complete);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        match &mut this.kind {
+            Kind::Own(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Proxied { inner, guard } => {
+                let frame = ready!(Pin::new(inner).poll_frame(cx));
+                match &frame {
+                    Some(Ok(f)) => {
+                        if let (Some(data), Some(g)) = (f.data_ref(), guard.as_mut()) {
+                            g.on_body(data);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        if let Some(mut g) = guard.take() {
+                            g.draft().upstream_error = Some(format!("upstream body: {e}"));
+                            g.finish(Outcome::UpstreamError);
+                        }
+                    }
+                    None => {
+                        if let Some(g) = guard.take() {
+                            g.finish(Outcome::Complete);
+                        }
+                    }
+                }
+                this.finish_if_ended();
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Own(bytes) => bytes.is_none(),
+            Kind::Proxied { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Own(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Proxied { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! Combines flags, `SOCKPROXY_*` variables and defaults into one checked [`Config`].
+//!
+//! This is the only module that reads the process environment (clap reads the
+//! `SOCKPROXY_*` variables, [`Config::from_run_args`] reads `POD_NAME` / `POD_IP`).
+//! Every tunable constant of the proxy lives here too.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use http::uri::Authority;
+
+/// How long an upstream TCP connect may take before sockproxy answers 504 itself.
+pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle pooled upstream connections are closed after this long. Node's default
+/// `keepAliveTimeout` is 5 s: staying below it avoids sending a request on a
+/// connection the upstream is closing at the same moment.
+pub const UPSTREAM_POOL_IDLE: Duration = Duration::from_secs(4);
+/// At most this many bytes of a socket.io response body are copied aside to decode
+/// the open packet or an engine.io error (contract §2: "read at most 4 KiB").
+pub const BODY_PEEK_BYTES: usize = 4096;
+/// At most this many bytes of the first upstream→client websocket frame are copied
+/// aside to find the engine.io open packet of a websocket-only handshake.
+pub const FRAME_PEEK_BYTES: usize = 1024;
+/// Size of a tunnel's copy buffer while data flows; an idle tunnel holds none.
+pub const TUNNEL_BUFFER_BYTES: usize = 16 * 1024;
+/// How many issued sids the registry remembers (oldest evicted first).
+pub const SID_REGISTRY_CAPACITY: usize = 65_536;
+/// A captured header value longer than this is cut, with a marker saying so.
+pub const MAX_LOGGED_VALUE_BYTES: usize = 4096;
+/// A header repeated more often than this is logged with its first values only.
+pub const MAX_LOGGED_REPEATS: usize = 32;
+/// Records waiting for the stdout writer; when full, records are counted, not queued.
+pub const SINK_QUEUE_RECORDS: usize = 16_384;
+/// After the drain deadline, how long closed tunnels get to write their records.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Command line of the `sockproxy` binary (contract §1).
+#[derive(Debug, Parser)]
+#[command(
+    name = "sockproxy",
+    version,
+    about = "Transparent HTTP/1.1 + WebSocket sidecar that records what a Socket.IO server really receives",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The subcommands; `run` is the default.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar (the default when no subcommand is given).
+    Run(RunArgs),
+    /// Self-contained demonstration: a small engine.io upstream, the proxy and a
+    /// browser-like client on loopback; prints the records of that traffic.
+    Demo,
+}
+
+/// Flags of `run`: flag, then environment variable, then default.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Where nginx connects (port 0 picks a free port; see the `listening` record).
+    #[arg(
+        long,
+        env = "SOCKPROXY_LISTEN",
+        default_value = "127.0.0.1:3000",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+    /// Theia: `host:port` or `http://host:port`. The only place sockproxy connects to.
+    #[arg(long, env = "SOCKPROXY_UPSTREAM", default_value = "127.0.0.1:3001", value_name = "ADDR", value_parser = parse_upstream)]
+    pub upstream: Authority,
+    /// Admin listener for /healthz, /readyz, /metrics; `off` disables it.
+    #[arg(long, env = "SOCKPROXY_ADMIN", default_value = "0.0.0.0:9901", value_name = "ADDR", value_parser = parse_admin)]
+    pub admin: Admin,
+    /// After SIGTERM, how long open tunnels and in-flight requests may live.
+    #[arg(long, env = "SOCKPROXY_DRAIN_TIMEOUT", default_value = "25", value_name = "SECS", value_parser = parse_secs)]
+    pub drain_timeout: Duration,
+    /// Record every exchange, not only socket.io paths and upgrades.
+    #[arg(long, env = "SOCKPROXY_LOG_ALL", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub log_all: bool,
+    /// What makes a path a socket.io path (matched anywhere in the path).
+    #[arg(long, env = "SOCKPROXY_SIO_PATH", default_value = "/socket.io/", value_name = "PATH", value_parser = parse_sio_path)]
+    pub sio_path: String,
+    /// Extra header to record (repeatable; the env variable takes a comma list).
+    #[arg(long = "capture-header", env = "SOCKPROXY_CAPTURE_HEADERS", value_name = "NAME", value_delimiter = ',', value_parser = parse_header_name)]
+    pub capture_headers: Vec<http::HeaderName>,
+    /// Add `X-Pod-Name: $POD_NAME` to responses (the seed's Q3 affinity test).
+    #[arg(long, env = "SOCKPROXY_POD_HEADER", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub pod_header: bool,
+    /// Runtime worker threads (default: number of cores).
+    #[arg(long, env = "SOCKPROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+    /// GCP project id: records carry `logging.googleapis.com/trace`.
+    #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "ID", value_parser = parse_project)]
+    pub gcp_project: Option<String>,
+}
+
+/// Where the admin listener binds, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    Off,
+    On(SocketAddr),
+}
+
+/// The checked configuration of the sidecar, built once and passed down.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub upstream: Authority,
+    pub admin: Admin,
+    pub drain_timeout: Duration,
+    pub log_all: bool,
+    pub sio_path: String,
+    pub capture_headers: Vec<http::HeaderName>,
+    pub pod_header: bool,
+    pub workers: Option<usize>,
+    pub gcp_project: Option<String>,
+    /// `POD_NAME` from the downward API.
+    pub pod: Option<String>,
+    /// `POD_IP` from the downward API.
+    pub pod_ip: Option<String>,
+}
+
+impl Config {
+    /// Builds the config from parsed flags plus the downward-API variables.
+    pub fn from_run_args(args: RunArgs) -> Self {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_parts(args, env("POD_NAME"), env("POD_IP"))
+    }
+
+    /// Builds the config from parsed flags and explicit pod identity (for tests and the demo).
+    pub fn from_parts(args: RunArgs, pod: Option<String>, pod_ip: Option<String>) -> Self {
+        Config {
+            listen: args.listen,
+            upstream: args.upstream,
+            admin: args.admin,
+            drain_timeout: args.drain_timeout,
+            log_all: args.log_all,
+            sio_path: args.sio_path,
+            capture_headers: args.capture_headers,
+            pod_header: args.pod_header,
+            workers: args.workers.map(usize::from),
+            gcp_project: args.gcp_project,
+            pod,
+            pod_ip,
+        }
+    }
+
+    /// A config for in-process use: the given upstream, every other setting at its default.
+    pub fn for_upstream(upstream: SocketAddr) -> Self {
+        let args = RunArgs::try_parse_from(["sockproxy", "--upstream", &upstream.to_string()])
+            .expect("the default flags and a socket address always parse");
+        Self::from_parts(args, None, None)
+    }
+}
+
+impl RunArgs {
+    /// Parses `run` flags from an explicit argument list (argv[0] first).
+    ///
+    /// # Errors
+    /// clap's error for a bad flag or value.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        Only::try_parse_from(args).map(|o| o.run)
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<Authority, String> {
+    let rest = match s.split_once("://") {
+        Some(("http", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(format!(
+                "scheme `{scheme}` is not supported: sockproxy speaks plain HTTP/1.1 to the upstream"
+            ));
+        }
+        None => s,
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err("expected host:port (no path, query or user info)".into());
+    }
+    let authority: Authority = rest
+        .parse()
+        .map_err(|e| format!("expected host:port: {e}"))?;
+    if authority.port_u16().is_none() {
+        return Err("a port is required, e.g. 127.0.0.1:3001".into());
+    }
+    if authority.host().is_empty() {
+        return Err("a host is required, e.g. 127.0.0.1:3001".into());
+    }
+    Ok(authority)
+}
+
+fn parse_admin(s: &str) -> Result<Admin, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Admin::Off);
+    }
+    s.parse()
+        .map(Admin::On)
+        .map_err(|_| "expected ADDR:PORT or `off`".to_string())
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| "expected a number of seconds".to_string())?;
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
+        return Err("expected seconds between 0 and 86400".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_sio_path(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.starts_with('/') {
+        return Err("expected a path starting with `/`, e.g. /socket.io/".into());
+    }
+    Ok(s.to_string())
+}
+
+fn parse_header_name(s: &str) -> Result<http::HeaderName, String> {
+    http::HeaderName::from_bytes(s.trim().as_bytes())
+        .map_err(|_| format!("`{s}` is not a valid header name"))
+}
+
+fn parse_project(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b':');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err("expected a GCP project id (letters, digits, `-`)".into())
+    }
+}
+
+/// The environment variable behind a `run` flag, for error messages that name both.
+pub fn env_of_flag(flag: &str) -> Option<&'static str> {
+    Some(match flag {
+        "--listen" => "SOCKPROXY_LISTEN",
+        "--upstream" => "SOCKPROXY_UPSTREAM",
+        "--admin" => "SOCKPROXY_ADMIN",
+        "--drain-timeout" => "SOCKPROXY_DRAIN_TIMEOUT",
+        "--log-all" => "SOCKPROXY_LOG_ALL",
+        "--sio-path" => "SOCKPROXY_SIO_PATH",
+        "--capture-header" => "SOCKPROXY_CAPTURE_HEADERS",
+        "--pod-header" => "SOCKPROXY_POD_HEADER",
+        "--workers" => "SOCKPROXY_WORKERS",
+        "--gcp-project" => "GOOGLE_CLOUD_PROJECT",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        RunArgs::try_parse_from(std::iter::once("sockproxy").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(a.upstream.as_str(), "127.0.0.1:3001");
+        assert_eq!(a.admin, Admin::On("0.0.0.0:9901".parse().unwrap()));
+        assert_eq!(a.drain_timeout, Duration::from_secs(25));
+        assert!(!a.log_all);
+        assert_eq!(a.sio_path, "/socket.io/");
+        assert!(a.capture_headers.is_empty());
+        assert!(!a.pod_header);
+        assert_eq!(a.workers, None);
+    }
+
+    #[test]
+    fn upstream_forms() {
+        for (input, want) in [
+            ("127.0.0.1:3001", Some("127.0.0.1:3001")),
+            ("http://127.0.0.1:3001", Some("127.0.0.1:3001")),
+            ("http://theia:3000/", Some("theia:3000")),
+            ("[::1]:3001", Some("[::1]:3001")),
+            ("localhost", None),
+            ("https://theia:3000", None),
+            ("theia:3000/path", None),
+            ("theia:notaport", None),
+            ("", None),
+        ] {
+            let got = parse_upstream(input).ok().map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn admin_off_and_addr() {
+        assert_eq!(parse(&["--admin", "off"]).unwrap().admin, Admin::Off);
+        assert_eq!(parse(&["--admin", "OFF"]).unwrap().admin, Admin::Off);
+        assert!(parse(&["--admin", "nowhere"]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for args in [
+            &["--listen", "3000"][..],
+            &["--drain-timeout", "-1"],
+            &["--drain-timeout", "soon"],
+            &["--workers", "0"],
+            &["--sio-path", "socket.io"],
+            &["--capture-header", "bad header"],
+            &["--gcp-project", "a b"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn switches_and_lists() {
+        let a = parse(&[
+            "--log-all",
+            "--pod-header",
+            "--capture-header",
+            "X-Request-Start",
+            "--capture-header",
+            "b,c",
+        ])
+        .unwrap();
+        assert!(a.log_all && a.pod_header);
+        let names: Vec<_> = a.capture_headers.iter().map(|h| h.as_str()).collect();
+        assert_eq!(names, ["x-request-start", "b", "c"]);
+        assert!(!parse(&["--log-all=false"]).unwrap().log_all);
+    }
+
+    #[test]
+    fn every_flag_names_its_env() {
+        for f in [
+            "--listen",
+            "--upstream",
+            "--admin",
+            "--drain-timeout",
+            "--log-all",
+            "--sio-path",
+            "--capture-header",
+            "--pod-header",
+            "--workers",
+            "--gcp-project",
+        ] {
+            assert!(env_of_flag(f).is_some(), "{f}");
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The proxy's upstream failures: what went wrong, and which answer that means.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use http::StatusCode;
+
+/// Why sockproxy had to answer a request itself.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    /// The TCP connect failed (refused, unreachable, name not resolved).
+    Unreachable(String),
+    /// The TCP connect did not finish in time.
+    ConnectTimeout,
+    /// Connected, but the exchange failed before a response head arrived.
+    NoResponse(String),
+    /// The upstream answered 101 to a request that did not ask to upgrade.
+    UnexpectedSwitch,
+}
+
+impl UpstreamFailure {
+    /// Sorts a client error by where it happened.
+    pub fn classify(err: &hyper_util::client::legacy::Error) -> Self {
+        if err.is_connect() {
+            if chain(err).any(|e| {
+                e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            }) {
+                UpstreamFailure::ConnectTimeout
+            } else {
+                UpstreamFailure::Unreachable(describe(err))
+            }
+        } else {
+            UpstreamFailure::NoResponse(describe(err))
+        }
+    }
+
+    /// The status sockproxy answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamFailure::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// True for the `upstream_unreachable` flag: no connection could be made.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            UpstreamFailure::Unreachable(_) | UpstreamFailure::ConnectTimeout
+        )
+    }
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamFailure::Unreachable(e) => write!(f, "connect failed: {e}"),
+            UpstreamFailure::ConnectTimeout => write!(f, "connect timed out"),
+            UpstreamFailure::NoResponse(e) => write!(f, "no response: {e}"),
+            UpstreamFailure::UnexpectedSwitch => {
+                write!(f, "upstream switched protocols without an upgrade request")
+            }
+        }
+    }
+}
+
+impl StdError for UpstreamFailure {}
+
+fn chain<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(err), |e| (*e).source())
+}
+
+/// The innermost useful message of an error chain ("Connection refused (os error 111)").
+fn describe(err: &(dyn StdError + 'static)) -> String {
+    let messages: Vec<String> = chain(err).map(|e| e.to_string()).collect();
+    messages.join(": ")
+}

@@ -1,0 +1,290 @@
+//! One exchange's record as it builds up; written exactly once, on `finish` or on drop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use http::header;
+
+use crate::capture::{self, Snapshot};
+use crate::config::BODY_PEEK_BYTES;
+use crate::flags::{self, Facts};
+use crate::proxy::Shared;
+use crate::record::{self, Event, Exchange, HttpRequest, Outcome, Record, Severity, Trace};
+use crate::sio::{self, Sio};
+
+/// Who the client connection is.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub conn: u64,
+    pub client: std::net::SocketAddr,
+}
+
+/// The fields of an exchange gathered before the record is written.
+pub struct Draft {
+    pub id: String,
+    pub conn: Arc<ConnInfo>,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub sio: Option<Sio>,
+    pub headers: Snapshot,
+    pub trace: Trace,
+    pub start: Instant,
+    pub status: u16,
+    pub resp_headers: Snapshot,
+    pub upstream_error: Option<String>,
+    pub upstream_unreachable: bool,
+    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_out: u64,
+    /// The first bytes of a socket.io response body, while it is worth decoding.
+    pub peek: Option<Vec<u8>>,
+    pub sid_issued_here: Option<bool>,
+    /// False for exchanges outside `--sio-path` without `--log-all`: no record unless
+    /// sockproxy had to answer itself.
+    pub recorded: bool,
+}
+
+/// Writes the exchange's record exactly once: on [`Guard::finish`], or from `Drop`
+/// with `client_aborted` when the exchange was abandoned (client went away).
+pub struct Guard {
+    draft: Option<Box<Draft>>,
+    shared: Arc<Shared>,
+}
+
+impl Guard {
+    pub fn new(draft: Box<Draft>, shared: Arc<Shared>) -> Self {
+        Guard {
+            draft: Some(draft),
+            shared,
+        }
+    }
+
+    /// The draft, to fill in response fields.
+    pub fn draft(&mut self) -> &mut Draft {
+        self.draft
+            .as_mut()
+            .expect("a guard holds its draft until it is finished")
+    }
+
+    /// Notes a chunk of response body: counts it, keeps the first bytes for decoding.
+    pub fn on_body(&mut self, data: &[u8]) {
+        let d = self.draft();
+        d.bytes_out += data.len() as u64;
+        if let Some(peek) = d.peek.as_mut() {
+            let room = BODY_PEEK_BYTES.saturating_sub(peek.len());
+            peek.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+
+    /// Writes the `request` record now.
+    pub fn finish(mut self, outcome: Outcome) {
+        if let Some(d) = self.draft.take() {
+            self.shared.write_exchange(*d, outcome, false);
+        }
+    }
+
+    /// Writes the `upgrade` record now (the 101 is being sent) and returns what the
+    /// tunnel's own record needs.
+    pub fn finish_upgrade(mut self) -> TunnelInfo {
+        let d = self
+            .draft
+            .take()
+            .expect("a guard holds its draft until it is finished");
+        let info = TunnelInfo {
+            id: d.id.clone(),
+            conn: d.conn.clone(),
+            path: d.path.clone(),
+            sio: d.sio.clone(),
+            method: d.method.clone(),
+            request_url: d.request_url(),
+            user_agent: d.headers.first(&header::USER_AGENT).map(str::to_string),
+            remote_ip: d.remote_ip(),
+            trace: d.trace.clone(),
+        };
+        self.shared.write_exchange(*d, Outcome::Complete, true);
+        info
+    }
+}
+
+/// What a tunnel's `tunnel_closed` record carries over from its upgrade.
+pub struct TunnelInfo {
+    pub id: String,
+    pub conn: Arc<ConnInfo>,
+    pub path: String,
+    pub sio: Option<Sio>,
+    pub method: String,
+    pub request_url: String,
+    pub user_agent: Option<String>,
+    pub remote_ip: String,
+    pub trace: Trace,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(d) = self.draft.take() {
+            self.shared
+                .write_exchange(*d, Outcome::ClientAborted, false);
+        }
+    }
+}
+
+impl Draft {
+    /// The URL as the browser asked for it, for Cloud Logging's `requestUrl`:
+    /// scheme from `X-Forwarded-Proto` (else http), host from `Host`.
+    pub fn request_url(&self) -> String {
+        let target = match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        };
+        match self.headers.first(&header::HOST) {
+            Some(host) => {
+                let xfp = self
+                    .headers
+                    .first(&header::HeaderName::from_static("x-forwarded-proto"));
+                let scheme = xfp
+                    .and_then(|v| v.split(',').next())
+                    .map(str::trim)
+                    .filter(|s| *s == "https" || *s == "http")
+                    .unwrap_or("http");
+                format!("{scheme}://{host}{target}")
+            }
+            None => target,
+        }
+    }
+
+    /// Cloud Logging's `remoteIp`: the first `X-Forwarded-For` entry, else the peer.
+    pub fn remote_ip(&self) -> String {
+        self.headers
+            .first(&header::HeaderName::from_static("x-forwarded-for"))
+            .and_then(|v| v.split(',').next())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| self.conn.client.ip().to_string())
+    }
+
+    /// Builds the `request` / `upgrade` record: decodes the peeked body (handshake sid,
+    /// engine.io error), learns an issued sid, derives flags and severity.
+    pub fn into_record(
+        mut self,
+        outcome: Outcome,
+        upgrade: bool,
+        learn_sid: impl Fn(&str),
+    ) -> Record {
+        let elapsed = self.start.elapsed();
+        let body = self.peek.take().unwrap_or_default();
+        let mut sio_error = None;
+        if let Some(s) = self.sio.as_mut() {
+            if self.status >= 400 {
+                sio_error = Some(sio::decode_error(&body));
+            } else if self.status == 200
+                && s.sid.is_none()
+                && let Some(sid) = sio::open_packet_sid(&body)
+            {
+                learn_sid(&sid);
+                s.sid = Some(sid);
+                s.handshake = true;
+            }
+        }
+        let facts = Facts {
+            method: &self.method,
+            sio: self.sio.as_ref(),
+            headers: &self.headers,
+            status: self.status,
+            sio_error: sio_error.as_ref(),
+            sid_issued_here: self.sid_issued_here,
+            outcome,
+            upstream_unreachable: self.upstream_unreachable,
+        };
+        let flags = flags::derive(&facts);
+        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let severity = if self.status >= 400
+            || outcome != Outcome::Complete
+            || flags.iter().any(|f| *f != flags::HEALTH_CHECK)
+        {
+            Severity::Warning
+        } else {
+            Severity::Info
+        };
+        let target = match &self.query {
+            Some(q) => format!("{}?{q}", self.path),
+            None => self.path.clone(),
+        };
+        let status_text = if outcome == Outcome::ClientAborted {
+            format!("{} (client went away)", self.status)
+        } else {
+            self.status.to_string()
+        };
+        let message = format!(
+            "{} {} {} {:.1}ms{}",
+            self.method,
+            target,
+            status_text,
+            record::millis(elapsed),
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(","))
+            }
+        );
+        let http_request = HttpRequest {
+            request_method: self.method.clone(),
+            request_url: self.request_url(),
+            status: self.status,
+            request_size: bytes_in.to_string(),
+            response_size: self.bytes_out.to_string(),
+            user_agent: self.headers.first(&header::USER_AGENT).map(str::to_string),
+            remote_ip: self.remote_ip(),
+            latency: record::latency(elapsed),
+            protocol: "HTTP/1.1",
+        };
+        let ex = Exchange {
+            id: self.id,
+            conn: self.conn.conn,
+            client: self.conn.client.to_string(),
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            sio: self.sio,
+            status: self.status,
+            headers: self.headers,
+            resp_headers: self.resp_headers,
+            sio_error,
+            flags,
+            duration_ms: record::millis(elapsed),
+            bytes_in,
+            bytes_out: self.bytes_out,
+            outcome,
+            upstream_error: self.upstream_error,
+            http_request,
+            trace: self.trace,
+        };
+        Record {
+            severity,
+            message,
+            event: if upgrade {
+                Event::Upgrade(Box::new(ex))
+            } else {
+                Event::Request(Box::new(ex))
+            },
+        }
+    }
+}
+
+/// Captures what the record needs from a request head, before anything touches it.
+pub fn capture_request(
+    parts: &http::request::Parts,
+    extra: &[header::HeaderName],
+    sio_path: &str,
+    project: Option<&str>,
+) -> (Option<Sio>, Snapshot, Trace) {
+    let path = parts.uri.path();
+    let sio = sio::is_sio_path(path, sio_path).then(|| Sio::from_query(parts.uri.query()));
+    let headers = capture::request(&parts.headers, extra);
+    let trace = record::trace(
+        headers.first(&header::HeaderName::from_static("x-cloud-trace-context")),
+        headers.first(&header::HeaderName::from_static("traceparent")),
+        project,
+    );
+    (sio, headers, trace)
+}

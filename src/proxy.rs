@@ -1,0 +1,388 @@
+//! Handles one exchange: capture, forward, answer (or 502/504), upgrade handoff.
+//!
+//! Transparency: hyper's HTTP/1 `preserve_header_case` is on for the server connection
+//! and the upstream client, and the request and response travel with their extensions,
+//! so the header-case map and a non-canonical reason phrase reach the other side. The
+//! upstream client never sets `Host` and always connects to `--upstream`, whatever the
+//! request says. What cannot be kept: `http::HeaderMap` groups the values of a repeated
+//! header, so repeats interleaved with other headers (`A, B, A`) leave as `A, A, B`;
+//! the values and their order among themselves are kept. Connection management
+//! (keep-alive) is hyper's on both sides.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tracing::Instrument;
+
+use crate::body::{RequestBody, ResponseBody};
+use crate::capture;
+use crate::config::{Config, SID_REGISTRY_CAPACITY, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_POOL_IDLE};
+use crate::drain::Drain;
+use crate::error::UpstreamFailure;
+use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
+use crate::record::{self, ClosedBy, Event, HttpRequest, Outcome, Record, Severity, TunnelClosed};
+use crate::sids::SidRegistry;
+use crate::sink::Sink;
+use crate::tunnel;
+
+/// State shared by every exchange of one sockproxy process.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub sink: Sink,
+    pub sids: SidRegistry,
+    pub drain: Arc<Drain>,
+    pub started: Instant,
+    client: Client<HttpConnector, RequestBody>,
+    next_id: AtomicU64,
+    id_prefix: String,
+    pod_header: Option<HeaderValue>,
+}
+
+impl Shared {
+    /// Builds the shared state and the pooled upstream client.
+    pub fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .http1_preserve_header_case(true)
+            .set_host(false)
+            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+            ^ u64::from(std::process::id()).rotate_left(40);
+        let pod_header = cfg
+            .pod_header
+            .then(|| {
+                cfg.pod
+                    .as_deref()
+                    .and_then(|p| HeaderValue::from_str(p).ok())
+            })
+            .flatten();
+        Arc::new(Shared {
+            sink,
+            sids: SidRegistry::new(SID_REGISTRY_CAPACITY),
+            drain: Arc::new(Drain::default()),
+            started: Instant::now(),
+            client,
+            next_id: AtomicU64::new(1),
+            id_prefix: format!("{:06x}", seed & 0xff_ffff),
+            pod_header,
+            cfg,
+        })
+    }
+
+    fn next_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.id_prefix)
+    }
+
+    /// Handles one exchange on client connection `conn`. Never fails: upstream trouble
+    /// becomes sockproxy's own 502/504.
+    pub async fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnInfo>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let start = Instant::now();
+        let id = self.next_id();
+        let span = tracing::debug_span!("exchange", id = %id);
+        async move {
+            let client_upgrade = req
+                .headers()
+                .contains_key(header::UPGRADE)
+                .then(|| hyper::upgrade::on(&mut req));
+            let (mut parts, body) = req.into_parts();
+            let (sio, headers, trace) = exchange::capture_request(
+                &parts,
+                &self.cfg.capture_headers,
+                &self.cfg.sio_path,
+                self.cfg.gcp_project.as_deref(),
+            );
+            let recorded = self.cfg.log_all || sio.is_some() || client_upgrade.is_some();
+            let sid_issued_here = sio
+                .as_ref()
+                .and_then(|s| s.sid.as_deref())
+                .map(|sid| self.sids.contains(sid));
+            let bytes_in = Arc::new(AtomicU64::new(0));
+            let mut guard = Guard::new(
+                Box::new(Draft {
+                    id,
+                    conn,
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().map(str::to_string),
+                    sio,
+                    headers,
+                    trace,
+                    start,
+                    status: 0,
+                    resp_headers: Default::default(),
+                    upstream_error: None,
+                    upstream_unreachable: false,
+                    bytes_in: bytes_in.clone(),
+                    bytes_out: 0,
+                    peek: None,
+                    sid_issued_here,
+                    recorded,
+                }),
+                self.clone(),
+            );
+
+            if parts.method == Method::CONNECT {
+                return Ok(self.answer_own(
+                    guard,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "CONNECT is not proxied",
+                    false,
+                ));
+            }
+            parts.uri = match self.upstream_uri(&parts.uri) {
+                Some(uri) => uri,
+                None => {
+                    return Ok(self.answer_own(
+                        guard,
+                        StatusCode::BAD_REQUEST,
+                        "request target cannot be forwarded",
+                        false,
+                    ));
+                }
+            };
+            let req = Request::from_parts(parts, RequestBody::new(body, Some(bytes_in)));
+
+            let mut resp = match self.client.request(req).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    let failure = UpstreamFailure::classify(&e);
+                    tracing::debug!(error = %failure, "upstream failed");
+                    let unreachable = failure.is_unreachable();
+                    return Ok(self.answer_own(
+                        guard,
+                        failure.status(),
+                        &failure.to_string(),
+                        unreachable,
+                    ));
+                }
+            };
+
+            let status = resp.status();
+            {
+                let d = guard.draft();
+                d.status = status.as_u16();
+                d.resp_headers = capture::response(resp.headers(), &self.cfg.capture_headers);
+                let decodable = resp
+                    .headers()
+                    .get(header::CONTENT_ENCODING)
+                    .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
+                let wants_body = status.as_u16() >= 400
+                    || (status == StatusCode::OK
+                        && d.sio.as_ref().is_some_and(|s| s.sid.is_none()));
+                if d.sio.is_some() && decodable && wants_body {
+                    d.peek = Some(Vec::new());
+                }
+            }
+            if let Some(pod) = &self.pod_header {
+                resp.headers_mut()
+                    .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
+            }
+
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                let Some(client_upgrade) = client_upgrade else {
+                    let failure = UpstreamFailure::UnexpectedSwitch;
+                    return Ok(self.answer_own(
+                        guard,
+                        failure.status(),
+                        &failure.to_string(),
+                        false,
+                    ));
+                };
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                let info = guard.finish_upgrade();
+                self.spawn_tunnel(info, client_upgrade, upstream_upgrade);
+                let (parts, _empty) = resp.into_parts();
+                return Ok(Response::from_parts(parts, ResponseBody::own(None)));
+            }
+
+            let (parts, body) = resp.into_parts();
+            Ok(Response::from_parts(
+                parts,
+                ResponseBody::proxied(body, Some(guard)),
+            ))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `http://<upstream><path?query>`: the only place sockproxy ever connects to.
+    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+        let pq = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(self.cfg.upstream.clone())
+            .path_and_query(pq)
+            .build()
+            .ok()
+    }
+
+    /// sockproxy's own answer (502/504/405), with a record.
+    fn answer_own(
+        &self,
+        mut guard: Guard,
+        status: StatusCode,
+        why: &str,
+        unreachable: bool,
+    ) -> Response<ResponseBody> {
+        let d = guard.draft();
+        d.status = status.as_u16();
+        d.upstream_error = Some(why.to_string());
+        d.upstream_unreachable = unreachable;
+        d.recorded = true;
+        let text = format!(
+            "{} {}: sockproxy: {why} (upstream {})\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self.cfg.upstream
+        );
+        let mut resp = Response::new(ResponseBody::own(Some(Bytes::from(text.clone()))));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        if let Some(pod) = &self.pod_header {
+            resp.headers_mut()
+                .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
+        }
+        d.resp_headers = capture::response(resp.headers(), &self.cfg.capture_headers);
+        d.bytes_out = text.len() as u64;
+        guard.finish(Outcome::UpstreamError);
+        resp
+    }
+
+    fn spawn_tunnel(
+        self: &Arc<Self>,
+        info: TunnelInfo,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+    ) {
+        let token = self.drain.tunnel();
+        let opened = Instant::now();
+        let shared = self.clone();
+        let span = tracing::debug_span!("tunnel", id = %info.id);
+        tokio::spawn(
+            async move {
+                let want_sid = info
+                    .sio
+                    .as_ref()
+                    .is_some_and(|s| s.is_websocket() && s.sid.is_none());
+                let spliced = match tokio::try_join!(client, upstream) {
+                    Ok((client, upstream)) => {
+                        let sids = shared.clone();
+                        tunnel::splice(
+                            client,
+                            upstream,
+                            want_sid,
+                            move |sid| sids.sids.insert(sid),
+                            shared.drain.closing(),
+                        )
+                        .await
+                    }
+                    Err(e) => tunnel::Spliced {
+                        client_to_upstream: 0,
+                        upstream_to_client: 0,
+                        closed_by: ClosedBy::Error,
+                        error: Some(format!("upgrade failed: {e}")),
+                        sid: None,
+                        ended: Instant::now(),
+                    },
+                };
+                if spliced.closed_by == ClosedBy::Shutdown {
+                    shared.drain.count_closed_by_shutdown();
+                }
+                shared.sink.emit(tunnel_record(info, spliced, opened));
+                drop(token);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Writes the record of a finished exchange, if it is one to record.
+    pub(crate) fn write_exchange(&self, draft: Draft, outcome: Outcome, upgrade: bool) {
+        if !draft.recorded {
+            return;
+        }
+        let rec = draft.into_record(outcome, upgrade, |sid| self.sids.insert(sid));
+        self.sink.emit(rec);
+    }
+}
+
+fn tunnel_record(info: TunnelInfo, s: tunnel::Spliced, opened: Instant) -> Record {
+    let lifetime = s.ended.saturating_duration_since(opened);
+    let mut sio = info.sio;
+    if let (Some(sio), Some(sid)) = (sio.as_mut(), s.sid)
+        && sio.sid.is_none()
+    {
+        sio.sid = Some(sid);
+    }
+    let closed_by = serde_json::to_value(s.closed_by)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Record {
+        severity: if s.closed_by == ClosedBy::Error {
+            Severity::Warning
+        } else {
+            Severity::Info
+        },
+        message: format!(
+            "tunnel {} closed by {closed_by} after {:.3}s ({} B client→upstream, {} B upstream→client)",
+            info.id,
+            lifetime.as_secs_f64(),
+            s.client_to_upstream,
+            s.upstream_to_client
+        ),
+        event: Event::TunnelClosed(Box::new(TunnelClosed {
+            id: info.id,
+            conn: info.conn.conn,
+            client: info.conn.client.to_string(),
+            path: info.path,
+            sio,
+            duration_ms: record::millis(lifetime),
+            bytes_client_to_upstream: s.client_to_upstream,
+            bytes_upstream_to_client: s.upstream_to_client,
+            closed_by: s.closed_by,
+            error: s.error,
+            http_request: HttpRequest {
+                request_method: info.method,
+                request_url: info.request_url,
+                status: 101,
+                request_size: s.client_to_upstream.to_string(),
+                response_size: s.upstream_to_client.to_string(),
+                user_agent: info.user_agent,
+                remote_ip: info.remote_ip,
+                latency: record::latency(lifetime),
+                protocol: "websocket",
+            },
+            trace: info.trace,
+        })),
+    }
+}

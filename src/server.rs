@@ -1,0 +1,174 @@
+//! Accept loop on a listener it is given; one task per client connection; the drain.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::{Admin, Config, SHUTDOWN_GRACE};
+use crate::exchange::ConnInfo;
+use crate::proxy::Shared;
+use crate::record::{Draining, Event, Listening, Record, Severity, Stopped};
+use crate::sink::Sink;
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// True when every exchange and tunnel ended before the drain deadline.
+    pub drained: bool,
+    pub tunnels_closed_by_shutdown: u64,
+}
+
+/// Serves `listener` until the first message (or close) on `signals`, then drains:
+/// stops accepting, lets in-flight exchanges and tunnels finish until
+/// `cfg.drain_timeout`, closes what is left (`closed_by: shutdown`), writes `stopped`.
+/// A second signal cuts the drain short.
+pub async fn run(
+    listener: TcpListener,
+    cfg: Config,
+    sink: Sink,
+    mut signals: mpsc::Receiver<()>,
+) -> io::Result<Summary> {
+    let local = listener.local_addr()?;
+    let cfg = Arc::new(cfg);
+    let shared = Shared::new(cfg.clone(), sink.clone());
+    sink.emit(Record {
+        severity: Severity::Info,
+        message: format!(
+            "sockproxy {} listening on {local}, upstream {}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.upstream
+        ),
+        event: Event::Listening(Listening {
+            listen: local.to_string(),
+            admin: match cfg.admin {
+                Admin::Off => None,
+                Admin::On(_) => None, // the admin listener arrives with the operations issue
+            },
+            upstream: cfg.upstream.to_string(),
+            version: env!("CARGO_PKG_VERSION"),
+            sio_path: cfg.sio_path.clone(),
+            log_all: cfg.log_all,
+            drain_timeout_s: cfg.drain_timeout.as_secs_f64(),
+        }),
+    });
+
+    let mut builder = http1::Builder::new();
+    builder
+        .preserve_header_case(true)
+        .auto_date_header(false)
+        .timer(TokioTimer::new());
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    let mut conn_no: u64 = 0;
+
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    conn_no += 1;
+                    let _ = stream.set_nodelay(true);
+                    let info = Arc::new(ConnInfo { conn: conn_no, client });
+                    let shared = shared.clone();
+                    let builder = builder.clone();
+                    let mut drain_rx = drain_rx.clone();
+                    let span = tracing::debug_span!("conn", conn = conn_no, client = %client);
+                    conns.spawn(async move {
+                        let svc = service_fn(move |req| shared.clone().handle(info.clone(), req));
+                        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                        tokio::pin!(conn);
+                        let done = tokio::select! {
+                            r = conn.as_mut() => r,
+                            () = async { let _ = drain_rx.wait_for(|d| *d).await; } => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = done {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                    }.instrument(span));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = signals.recv() => break,
+        }
+    }
+    drop(listener);
+
+    let deadline = Instant::now() + cfg.drain_timeout;
+    sink.emit(Record {
+        severity: Severity::Info,
+        message: format!(
+            "draining: {} tunnels, {} requests open, deadline {:.0}s",
+            shared.drain.open_tunnels(),
+            shared.drain.open_requests(),
+            cfg.drain_timeout.as_secs_f64()
+        ),
+        event: Event::Draining(Draining {
+            open_tunnels: shared.drain.open_tunnels(),
+            open_requests: shared.drain.open_requests(),
+            deadline_s: cfg.drain_timeout.as_secs_f64(),
+        }),
+    });
+    drain_tx.send_replace(true);
+
+    let everything_done = async {
+        while conns.join_next().await.is_some() {}
+        shared.drain.tunnels_done().await;
+    };
+    let drained = tokio::select! {
+        () = everything_done => true,
+        () = tokio::time::sleep_until(deadline) => false,
+        _ = signals.recv() => false,
+    };
+    if !drained {
+        shared.drain.close_tunnels();
+        conns.abort_all();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while conns.join_next().await.is_some() {}
+            shared.drain.tunnels_done().await;
+        })
+        .await;
+    }
+    let summary = Summary {
+        drained,
+        tunnels_closed_by_shutdown: shared.drain.closed_by_shutdown(),
+    };
+    sink.emit(Record {
+        severity: if drained {
+            Severity::Info
+        } else {
+            Severity::Warning
+        },
+        message: format!(
+            "stopped ({}), {} tunnels closed by shutdown",
+            if drained {
+                "drained"
+            } else {
+                "drain cut short"
+            },
+            summary.tunnels_closed_by_shutdown
+        ),
+        event: Event::Stopped(Stopped {
+            drained,
+            tunnels_closed_by_shutdown: summary.tunnels_closed_by_shutdown,
+            uptime_s: (shared.started.elapsed().as_millis() as f64) / 1000.0,
+            records_dropped: sink.dropped(),
+        }),
+    });
+    Ok(summary)
+}

@@ -1,0 +1,268 @@
+//! Splices the two upgraded streams byte for byte, with counters; decides `closed_by`.
+//!
+//! Each direction copies until end-of-stream from its source, then shuts down the write
+//! half of the other side (half-close travels through), and the tunnel ends when both
+//! directions are done, when either side fails, or when shutdown says so. Counts are
+//! taken after every write, so they stay exact when a side errors (unlike
+//! `tokio::io::copy_bidirectional`, which loses them). An idle tunnel holds no copy
+//! buffer: on plain TCP a direction waits for readiness first and takes a buffer only
+//! while data is flowing.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::config::{FRAME_PEEK_BYTES, TUNNEL_BUFFER_BYTES};
+use crate::record::ClosedBy;
+use crate::sio;
+
+/// What a finished splice reports.
+#[derive(Debug)]
+pub struct Spliced {
+    pub client_to_upstream: u64,
+    pub upstream_to_client: u64,
+    pub closed_by: ClosedBy,
+    pub error: Option<String>,
+    /// The sid of the open packet in the first upstream frame (websocket-only handshake).
+    pub sid: Option<String>,
+    pub ended: Instant,
+}
+
+/// Splices `client` and `upstream` until both are done, one fails, or `shutdown` resolves.
+///
+/// With `want_sid`, the first upstream→client frame is looked at (never changed) for an
+/// engine.io open packet; `on_sid` is called as soon as one is found.
+pub async fn splice(
+    client: Upgraded,
+    upstream: Upgraded,
+    want_sid: bool,
+    on_sid: impl Fn(&str) + Send + Sync,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Spliced {
+    let (mut client_rd, mut client_wr, client_prefix) = open(client);
+    let (mut upstream_rd, mut upstream_wr, upstream_prefix) = open(upstream);
+    let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+    let mut peek = want_sid.then(Peek::default);
+
+    let mut first: Option<(ClosedBy, Option<String>)> = None;
+    {
+        let c2u = pump(
+            &mut client_rd,
+            &mut upstream_wr,
+            ClosedBy::Client,
+            ClosedBy::Upstream,
+            &counts[0],
+            client_prefix,
+            None,
+        );
+        let u2c = pump(
+            &mut upstream_rd,
+            &mut client_wr,
+            ClosedBy::Upstream,
+            ClosedBy::Client,
+            &counts[1],
+            upstream_prefix,
+            peek.as_mut().map(|p| (p, &on_sid as &OnSid<'_>)),
+        );
+        tokio::pin!(c2u, u2c, shutdown);
+        let (mut c2u_done, mut u2c_done) = (false, false);
+        while !(c2u_done && u2c_done) {
+            let ended = tokio::select! {
+                r = &mut c2u, if !c2u_done => { c2u_done = true; r }
+                r = &mut u2c, if !u2c_done => { u2c_done = true; r }
+                () = &mut shutdown => {
+                    first.get_or_insert((ClosedBy::Shutdown, None));
+                    break;
+                }
+            };
+            match ended {
+                End::Eof(side) => {
+                    first.get_or_insert((side, None));
+                }
+                End::Failed(side, e) => {
+                    first.get_or_insert((side, Some(e.to_string())));
+                    break;
+                }
+            }
+        }
+    }
+    let (closed_by, error) =
+        first.unwrap_or((ClosedBy::Error, Some("tunnel ended without cause".into())));
+    Spliced {
+        client_to_upstream: counts[0].load(Ordering::Relaxed),
+        upstream_to_client: counts[1].load(Ordering::Relaxed),
+        closed_by,
+        error,
+        sid: peek.and_then(|p| p.sid),
+        ended: Instant::now(),
+    }
+}
+
+/// Called with the sid of the open packet once it is found.
+type OnSid<'a> = dyn Fn(&str) + Send + Sync + 'a;
+
+enum End {
+    /// End-of-stream from this side; the other side's write half was shut down.
+    Eof(ClosedBy),
+    /// This side failed (reset, broken pipe …); the tunnel ends.
+    Failed(ClosedBy, io::Error),
+}
+
+/// Copies one direction. `from` names the reading side, `to` the writing side.
+async fn pump(
+    rd: &mut Reader,
+    wr: &mut Writer,
+    from: ClosedBy,
+    to: ClosedBy,
+    count: &AtomicU64,
+    prefix: Bytes,
+    mut peek: Option<(&mut Peek, &OnSid<'_>)>,
+) -> End {
+    if !prefix.is_empty() {
+        if let Some((p, on_sid)) = peek.as_mut() {
+            p.look(&prefix, *on_sid);
+        }
+        if let Err(e) = write_counted(wr, &prefix, count).await {
+            return End::Failed(to, e);
+        }
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        match rd.read(&mut buf).await {
+            Ok(0) => {
+                // Half-close: pass the end-of-stream on; the other direction goes on.
+                let _ = wr.shutdown().await;
+                return End::Eof(from);
+            }
+            Ok(_) => {}
+            Err(e) => return End::Failed(from, e),
+        }
+        if let Some((p, on_sid)) = peek.as_mut() {
+            p.look(&buf, *on_sid);
+            if p.done {
+                peek = None;
+            }
+        }
+        if let Err(e) = write_counted(wr, &buf, count).await {
+            return End::Failed(to, e);
+        }
+        buf.clear();
+    }
+}
+
+async fn write_counted(wr: &mut Writer, mut data: &[u8], count: &AtomicU64) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = wr.write(data).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Collects the start of the upstream stream until the open packet is found or ruled out.
+#[derive(Default)]
+struct Peek {
+    bytes: Vec<u8>,
+    sid: Option<String>,
+    done: bool,
+}
+
+impl Peek {
+    fn look(&mut self, data: &[u8], on_sid: &OnSid<'_>) {
+        if self.done {
+            return;
+        }
+        let room = FRAME_PEEK_BYTES.saturating_sub(self.bytes.len());
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+        match sio::first_frame_sid(&self.bytes) {
+            Ok(Some(sid)) => {
+                on_sid(&sid);
+                self.sid = Some(sid);
+                self.done = true;
+            }
+            Ok(None) if self.bytes.len() < FRAME_PEEK_BYTES => {}
+            _ => self.done = true,
+        }
+        if self.done {
+            self.bytes = Vec::new();
+        }
+    }
+}
+
+enum Reader {
+    Tcp(OwnedReadHalf),
+    Other(ReadHalf<TokioIo<Upgraded>>),
+}
+
+enum Writer {
+    Tcp(OwnedWriteHalf),
+    Other(WriteHalf<TokioIo<Upgraded>>),
+}
+
+/// Takes the upgraded stream apart: the plain TCP stream when it is one (the case for
+/// both sides here), plus the bytes hyper had already read past the HTTP head.
+fn open(up: Upgraded) -> (Reader, Writer, Bytes) {
+    match up.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (rd, wr) = parts.io.into_inner().into_split();
+            (Reader::Tcp(rd), Writer::Tcp(wr), parts.read_buf)
+        }
+        Err(up) => {
+            let (rd, wr) = tokio::io::split(TokioIo::new(up));
+            (Reader::Other(rd), Writer::Other(wr), Bytes::new())
+        }
+    }
+}
+
+impl Reader {
+    /// Reads into `buf` (empty on entry); `Ok(0)` is end-of-stream.
+    async fn read(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        match self {
+            Reader::Tcp(rd) => loop {
+                if buf.capacity() == 0 {
+                    rd.readable().await?;
+                    buf.reserve_exact(TUNNEL_BUFFER_BYTES);
+                }
+                match rd.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Idle: give the buffer back until data arrives again.
+                        *buf = Vec::new();
+                    }
+                    other => return other,
+                }
+            },
+            Reader::Other(rd) => {
+                if buf.capacity() == 0 {
+                    buf.reserve_exact(TUNNEL_BUFFER_BYTES);
+                }
+                rd.read_buf(buf).await
+            }
+        }
+    }
+}
+
+impl Writer {
+    async fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Writer::Tcp(wr) => wr.write(data).await,
+            Writer::Other(wr) => wr.write(data).await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            Writer::Tcp(wr) => wr.shutdown().await,
+            Writer::Other(wr) => wr.shutdown().await,
+        }
+    }
+}
