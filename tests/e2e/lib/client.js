@@ -2,6 +2,7 @@
 'use strict';
 
 const { io } = require('socket.io-client');
+const { Journal } = require('./journal');
 
 /** Resolves with the event's arguments the first time `event` fires; rejects after timeoutMs or on `failOn` events. */
 function once(emitter, event, { timeoutMs = 5000, failOn = [], what } = {}) {
@@ -28,6 +29,17 @@ function once(emitter, event, { timeoutMs = 5000, failOn = [], what } = {}) {
  */
 async function connect(url, opts = {}, timeoutMs = 8000) {
   const socket = io(url, { reconnection: false, forceNew: true, timeout: timeoutMs, ...opts });
+  // The probe starts right after the engine opens, possibly before 'connect': journal its outcome from the start.
+  socket.engineEvents = new Journal('engine.io client events');
+  socket.io.on('open', () => {
+    const engine = socket.io.engine;
+    engine.on('upgrade', (t) => socket.engineEvents.push({ type: 'upgrade', transport: t.name }));
+    engine.on('upgradeError', (err) => {
+      const d = err && err.description;
+      socket.engineEvents.push({ type: 'upgradeError', message: String(err && err.message), description: String((d && (d.message || d.type)) || d || '') });
+    });
+    engine.on('close', (reason, desc) => socket.engineEvents.push({ type: 'close', reason, description: String((desc && desc.message) || desc || '') }));
+  });
   await once(socket, 'connect', { timeoutMs, failOn: ['connect_error'], what: `socket.io connect to ${url}${opts.path || ''}` }).catch((err) => {
     socket.close();
     throw err;
@@ -35,11 +47,18 @@ async function connect(url, opts = {}, timeoutMs = 8000) {
   return socket;
 }
 
-/** Waits until the engine runs on websocket (resolves at once if it already does); rejects on upgradeError. */
+/** Waits until the engine has upgraded to websocket (at once if it did already); rejects on upgradeError. */
 async function upgraded(socket, timeoutMs = 8000) {
-  const engine = socket.io.engine;
-  if (engine.transport.name === 'websocket') return;
-  await once(engine, 'upgrade', { timeoutMs, failOn: ['upgradeError'], what: 'engine.io upgrade to websocket' });
+  if (socket.io.engine.transport.name === 'websocket') return;
+  const ev = await socket.engineEvents.waitFor((e) => e.type === 'upgrade' || e.type === 'upgradeError', { timeoutMs, description: 'the websocket upgrade' });
+  if (ev.type === 'upgradeError') throw new Error(`websocket upgrade failed: ${ev.message} ${ev.description}`);
+}
+
+/** Waits until the engine's websocket probe has failed and resolves with that upgradeError; rejects if it upgraded. */
+async function upgradeFailed(socket, timeoutMs = 8000) {
+  const ev = await socket.engineEvents.waitFor((e) => e.type === 'upgrade' || e.type === 'upgradeError', { timeoutMs, description: 'the outcome of the websocket probe' });
+  if (ev.type === 'upgrade') throw new Error('the client upgraded to websocket');
+  return ev;
 }
 
 /** Sends `echo` with payload and resolves with the backend's acknowledgement (bounded). */
@@ -56,4 +75,4 @@ async function disconnect(socket, timeoutMs = 5000) {
   await closed;
 }
 
-module.exports = { connect, upgraded, echo, disconnect, once };
+module.exports = { connect, upgraded, upgradeFailed, echo, disconnect, once };

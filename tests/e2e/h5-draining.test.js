@@ -1,0 +1,81 @@
+// h5-draining.test.js: hypothesis 5 — SIGTERM to sockproxy while a websocket echoes: traffic continues until the drain deadline, then the tunnel is closed by shutdown.
+'use strict';
+
+const { describe, it, before, after } = require('node:test');
+const { Scenario } = require('./lib/stack');
+const { Expect } = require('./lib/expect');
+const { connect, upgraded, echo } = require('./lib/client');
+
+// Expected to fail until drain lands (the operations issue); E2E_EXPECT_DRAIN=1 makes it a hard requirement.
+const TODO = process.env.E2E_EXPECT_DRAIN === '1' ? false : 'drain (operations issue) may not have landed yet';
+const DRAIN_S = 2;
+
+describe('H5 draining: SIGTERM while a websocket is busy', { timeout: 60000 }, () => {
+  const sc = new Scenario('h5-draining');
+  const x = new Expect('H5 draining', sc.dir);
+  let pod;
+  const run = { acks: [], errors: 0 };
+
+  before(async () => {
+    pod = await sc.pod({ podName: 'pod-a', sockproxyArgs: ['--drain-timeout', String(DRAIN_S)] });
+    const front = await sc.front([pod]);
+    const s = await connect(front.url, { path: '/theia/socket.io/' });
+    sc.onTeardown(() => s.close());
+    await upgraded(s);
+    run.sid = s.io.engine.id;
+    // Echo continuously, one message in flight at a time, until the socket closes.
+    let open = true;
+    const loop = (async () => {
+      for (let i = 0; open && s.connected; i++) {
+        try {
+          await echo(s, { i }, 1000);
+          run.acks.push(Date.now());
+        } catch {
+          run.errors++;
+        }
+      }
+    })();
+    await x.step('the first echoes before SIGTERM', async () => {
+      const start = run.acks.length;
+      await pod.backend.messages.waitFor((m) => m.event === 'echo' && m.transport === 'websocket', { count: start + 3, timeoutMs: 3000, description: 'three echoes over websocket' });
+    });
+    run.sigtermAt = Date.now();
+    pod.sockproxy.proc.signal('SIGTERM');
+    const closed = await s.engineEvents
+      .waitFor((e) => e.type === 'close', { timeoutMs: DRAIN_S * 1000 + 4000, description: 'the client socket closing' })
+      .catch(() => null);
+    run.closedAt = closed ? Date.now() : null;
+    run.closeReason = closed && closed.reason;
+    open = false;
+    s.close();
+    await loop;
+    run.exit = await Promise.race([pod.sockproxy.proc.exited, new Promise((r) => setTimeout(() => r(null), 3000))]);
+  });
+  after(() => sc.teardown());
+
+  it('traffic: echoes continue after SIGTERM until the deadline, then the socket closes', { todo: TODO }, () => {
+    const after = run.acks.filter((t) => t > run.sigtermAt);
+    x.ok(after.length > 0, 'echoes were answered after SIGTERM', after.length);
+    x.ok(run.closedAt !== null, 'the client socket was closed', run.closeReason);
+    x.between(run.closedAt - run.sigtermAt, DRAIN_S * 1000 - 300, DRAIN_S * 1000 + 2500, 'the socket closed at the drain deadline (ms after SIGTERM)');
+    x.ok(after[after.length - 1] >= run.sigtermAt + DRAIN_S * 1000 - 700, 'echoes kept working until shortly before the deadline', after.length ? after[after.length - 1] - run.sigtermAt : null);
+    x.equal(run.exit && run.exit.code, 0, 'sockproxy exited 0');
+  });
+
+  it('records: draining, tunnel_closed closed_by shutdown, stopped', { todo: TODO }, async () => {
+    const sp = pod.sockproxy;
+    x.equal(sp.nonJson, [], 'stdout carries only JSON records');
+    const up = await x.step('upgrade record', () => sp.records.waitFor((r) => r.event === 'upgrade' && r.sio && r.sio.sid === run.sid, { timeoutMs: 3000, description: 'the upgrade record' }));
+    const draining = await x.step('draining record', () => sp.records.waitFor((r) => r.event === 'draining', { timeoutMs: 3000, description: 'the draining record' }));
+    x.equal(draining.open_tunnels, 1, 'draining.open_tunnels counts our websocket');
+    x.equal(draining.deadline_s, DRAIN_S, 'draining.deadline_s is --drain-timeout');
+    const tc = await x.step('tunnel_closed', () => sp.records.waitFor((r) => r.event === 'tunnel_closed' && r.id === up.id, { timeoutMs: 3000, description: `tunnel_closed ${up.id}` }));
+    x.equal(tc.closed_by, 'shutdown', 'tunnel_closed.closed_by');
+    const t = await pod.backend.tunnels.waitFor((e) => e.url.includes(run.sid), { timeoutMs: 3000, description: 'the backend tunnel end' });
+    x.near(tc.duration_ms, t.closedAt - t.openedAt, 500, "tunnel_closed.duration_ms matches the backend's socket lifetime");
+    const stopped = await x.step('stopped record', () => sp.records.waitFor((r) => r.event === 'stopped', { timeoutMs: 3000, description: 'the stopped record' }));
+    x.equal([stopped.drained, stopped.tunnels_closed_by_shutdown], [false, 1], 'stopped: not drained, one tunnel closed by shutdown');
+    const order = sp.records.entries.map((r) => r.event).filter((e) => ['draining', 'tunnel_closed', 'stopped'].includes(e));
+    x.equal(order, ['draining', 'tunnel_closed', 'stopped'], 'order of the shutdown records');
+  });
+});

@@ -1,0 +1,222 @@
+//! Test helpers: the proxy in-process on port 0 with an in-memory sink, raw TCP peers.
+#![allow(dead_code)] // each test file uses a different part of this module
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sockproxy::config::Config;
+use sockproxy::server::Summary;
+use sockproxy::sink::Sink;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Every await in the tests is bounded by this.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test after [`WAIT`].
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f).await.expect("timed out")
+}
+
+/// sockproxy running in this process.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    pub records: mpsc::UnboundedReceiver<String>,
+    stop: mpsc::Sender<()>,
+    task: JoinHandle<std::io::Result<Summary>>,
+}
+
+impl Proxy {
+    /// Starts the proxy in front of `upstream`; `tune` adjusts the config.
+    pub async fn start(upstream: SocketAddr, tune: impl FnOnce(&mut Config)) -> Proxy {
+        let mut cfg = Config::for_upstream(upstream);
+        cfg.pod = Some("pod-test".into());
+        cfg.pod_ip = Some("10.0.0.7".into());
+        tune(&mut cfg);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (sink, records) = Sink::memory(cfg.pod.clone(), cfg.pod_ip.clone());
+        let (stop, signals) = mpsc::channel(4);
+        let task = tokio::spawn(sockproxy::server::run(listener, cfg, sink, signals));
+        let mut proxy = Proxy {
+            addr,
+            records,
+            stop,
+            task,
+        };
+        let listening = proxy.next_record().await;
+        assert_eq!(listening["event"], "listening");
+        proxy
+    }
+
+    /// The next record, parsed; fails if it is not exactly one JSON line.
+    pub async fn next_record(&mut self) -> Value {
+        let line = within(self.records.recv()).await.expect("sink closed");
+        parse_line(&line)
+    }
+
+    /// Skips records until one with `event` arrives.
+    pub async fn next_event(&mut self, event: &str) -> Value {
+        loop {
+            let r = self.next_record().await;
+            if r["event"] == event {
+                return r;
+            }
+        }
+    }
+
+    /// Sends one shutdown signal (SIGTERM in the binary).
+    pub async fn signal(&self) {
+        self.stop.send(()).await.unwrap();
+    }
+
+    /// Signals, waits for the run to end, and returns its summary and remaining records.
+    pub async fn stop(mut self) -> (Summary, Vec<Value>) {
+        self.signal().await;
+        let summary = within(self.task).await.unwrap().unwrap();
+        let mut rest = Vec::new();
+        while let Ok(line) = self.records.try_recv() {
+            rest.push(parse_line(&line));
+        }
+        (summary, rest)
+    }
+}
+
+/// Parses one sink line: exactly one JSON object followed by a newline.
+pub fn parse_line(line: &str) -> Value {
+    assert!(
+        line.ends_with('\n'),
+        "record not newline-terminated: {line:?}"
+    );
+    assert_eq!(
+        line.matches('\n').count(),
+        1,
+        "record spans lines: {line:?}"
+    );
+    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON {e}: {line}"));
+    assert!(v.is_object());
+    v
+}
+
+/// A raw upstream: accepts connections and hands each to the test.
+pub struct RawUpstream {
+    pub addr: SocketAddr,
+    conns: mpsc::UnboundedReceiver<TcpStream>,
+}
+
+impl RawUpstream {
+    pub async fn start() -> RawUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, conns) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if tx.send(s).is_err() {
+                    break;
+                }
+            }
+        });
+        RawUpstream { addr, conns }
+    }
+
+    /// The next connection the proxy opened.
+    pub async fn accept(&mut self) -> TcpStream {
+        within(self.conns.recv())
+            .await
+            .expect("upstream listener gone")
+    }
+}
+
+/// Reads from `s` until `buf` ends with the end of an HTTP head; returns the head bytes
+/// (and keeps anything after it in `buf`).
+pub async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    loop {
+        if let Some(pos) = find(buf, b"\r\n\r\n") {
+            let head: Vec<u8> = buf.drain(..pos + 4).collect();
+            return head;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = within(s.read(&mut chunk)).await.unwrap();
+        assert!(
+            n > 0,
+            "EOF before the end of the head; got {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads until `buf` holds at least `len` bytes.
+pub async fn read_at_least(s: &mut TcpStream, buf: &mut Vec<u8>, len: usize) {
+    while buf.len() < len {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = within(s.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "EOF after {} of {len} bytes", buf.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads to end-of-stream.
+pub async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    within(s.read_to_end(&mut out)).await.unwrap();
+    out
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Connects to `addr` and writes `bytes`.
+pub async fn send_raw(addr: SocketAddr, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s
+}
+
+/// A real engine.io-speaking upstream (the demo's), on port 0.
+pub async fn engine_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(sockproxy::demo::serve_engine(listener));
+    addr
+}
+
+/// A closed port: bound, then released.
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// FNV-1a, enough to compare streams.
+pub fn hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Reads until `buf` contains `needle`.
+pub async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) {
+    while find(buf, needle).is_none() {
+        let want = buf.len() + 1;
+        read_at_least(s, buf, want).await;
+    }
+}

@@ -1,0 +1,268 @@
+//! Upgrades: the 101 handoff and the byte-for-byte splice, its counts and `closed_by`.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+const UPGRADE_REQ: &str = "GET /socket.io/?EIO=4&transport=websocket&sid=SID HTTP/1.1\r\nHost: ide.example.com\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://ide.example.com\r\n\r\n";
+const SWITCH: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+
+/// Opens a tunnel: client head + `early` bytes in one write; upstream answers 101 +
+/// `first` in one write. Returns both ends with what each has read past the heads.
+async fn open_tunnel(
+    proxy: &Proxy,
+    up: &mut RawUpstream,
+    early: &[u8],
+    first: &[u8],
+) -> (TcpStream, Vec<u8>, TcpStream, Vec<u8>) {
+    let mut req = UPGRADE_REQ.as_bytes().to_vec();
+    req.extend_from_slice(early);
+    let mut client = send_raw(proxy.addr, &req).await;
+    let mut upstream = up.accept().await;
+    let mut up_buf = Vec::new();
+    let head = read_head(&mut upstream, &mut up_buf).await;
+    assert_eq!(
+        head,
+        UPGRADE_REQ.as_bytes(),
+        "the upgrade request reaches the upstream exactly"
+    );
+    let mut resp = SWITCH.to_vec();
+    resp.extend_from_slice(first);
+    upstream.write_all(&resp).await.unwrap();
+    let mut client_buf = Vec::new();
+    let head = read_head(&mut client, &mut client_buf).await;
+    assert_eq!(head, SWITCH, "the client gets the upstream's 101 exactly");
+    (client, client_buf, upstream, up_buf)
+}
+
+#[tokio::test]
+async fn splice_is_exact_with_early_bytes_and_half_close_by_client() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let early = b"\x81\x85early"; // sent in the same write as the request head
+    let first = b"\x81\x05hello"; // sent in the same write as the 101
+    let (mut client, mut client_buf, mut upstream, mut up_buf) =
+        open_tunnel(&proxy, &mut up, early, first).await;
+
+    let upgrade = proxy.next_event("upgrade").await;
+    assert_eq!(upgrade["status"], 101);
+    assert_eq!(upgrade["bytes_out"], 0);
+    assert_eq!(
+        upgrade["resp_headers"]["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+
+    read_at_least(&mut client, &mut client_buf, first.len()).await;
+    assert_eq!(client_buf, first);
+    read_at_least(&mut upstream, &mut up_buf, early.len()).await;
+    assert_eq!(up_buf, early);
+
+    let up_data = noise(1, 300_000);
+    client.write_all(&up_data).await.unwrap();
+    client.shutdown().await.unwrap(); // half-close: the client is done sending
+    let rest = read_to_end(&mut upstream).await;
+    assert_eq!(
+        hash(&rest),
+        hash(&up_data),
+        "client→upstream intact, then EOF passed on"
+    );
+
+    // The other direction still flows after the client's half-close.
+    let down_data = noise(2, 500_000);
+    upstream.write_all(&down_data).await.unwrap();
+    drop(upstream);
+    let got = read_to_end(&mut client).await;
+    assert_eq!(hash(&got), hash(&down_data));
+
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["id"], upgrade["id"]);
+    assert_eq!(closed["conn"], upgrade["conn"]);
+    assert_eq!(closed["closed_by"], "client");
+    assert_eq!(closed["error"], serde_json::Value::Null);
+    assert_eq!(
+        closed["bytes_client_to_upstream"],
+        (early.len() + up_data.len()) as u64
+    );
+    assert_eq!(
+        closed["bytes_upstream_to_client"],
+        (first.len() + down_data.len()) as u64
+    );
+    assert_eq!(closed["httpRequest"]["protocol"], "websocket");
+    assert_eq!(closed["httpRequest"]["status"], 101);
+    assert_eq!(closed["sio"]["sid"], "SID");
+}
+
+#[tokio::test]
+async fn upstream_closing_first_is_closed_by_upstream() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let (mut client, _, upstream, _) = open_tunnel(&proxy, &mut up, b"", b"").await;
+    drop(upstream);
+    read_to_end(&mut client).await;
+    drop(client);
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["closed_by"], "upstream");
+    assert_eq!(closed["bytes_client_to_upstream"], 0);
+}
+
+#[tokio::test]
+async fn client_reset_mid_tunnel_keeps_counts() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let (mut client, _, mut upstream, mut up_buf) = open_tunnel(&proxy, &mut up, b"", b"").await;
+    client.write_all(b"12345").await.unwrap();
+    read_at_least(&mut upstream, &mut up_buf, 5).await;
+    client.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    drop(client); // RST
+    read_to_end(&mut upstream).await;
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["closed_by"], "client");
+    assert_eq!(closed["bytes_client_to_upstream"], 5);
+    assert!(closed["error"].is_string(), "{closed}");
+}
+
+async fn ws_echo_upstream() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_binary() || m.is_text() {
+                        ws.send(m).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_frames_1b_to_256kib_arrive_intact() {
+    let upstream = ws_echo_upstream().await;
+    let mut proxy = Proxy::start(upstream, |_| {}).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    let mut sizes = vec![1usize, 2, 125, 126, 127, 65_535, 65_536, 65_537, 256 * 1024];
+    sizes.extend((0..24u64).map(|i| 1 + (hash(&i.to_le_bytes()) as usize % (256 * 1024))));
+    let mut sent = 0u64;
+    for (i, size) in sizes.iter().enumerate() {
+        let payload = noise(i as u64 + 100, *size);
+        within(ws.send(Message::binary(payload.clone())))
+            .await
+            .unwrap();
+        match within(ws.next()).await {
+            Some(Ok(Message::Binary(echo))) => {
+                assert_eq!(hash(&echo), hash(&payload), "frame {i} of {size} B")
+            }
+            other => panic!("frame {i}: {other:?}"),
+        }
+        sent += *size as u64;
+    }
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws); // a browser closes its TCP connection after the close handshake
+    let closed = proxy.next_event("tunnel_closed").await;
+    let c2u = closed["bytes_client_to_upstream"].as_u64().unwrap();
+    let u2c = closed["bytes_upstream_to_client"].as_u64().unwrap();
+    // Payload plus framing: client frames carry a 4-byte mask and up to 10 bytes of header.
+    assert!(
+        c2u >= sent && c2u <= sent + 14 * (sizes.len() as u64 + 1),
+        "{c2u} vs {sent}"
+    );
+    assert!(
+        u2c >= sent && u2c <= sent + 10 * (sizes.len() as u64 + 1),
+        "{u2c} vs {sent}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_only_handshake_sid_comes_from_the_first_frame() {
+    let engine = engine_upstream().await;
+    let mut proxy = Proxy::start(engine, |_| {}).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let open = match within(ws.next()).await {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let sid = sockproxy::sio::open_packet_sid(open.as_bytes()).expect("open packet");
+    let upgrade = proxy.next_event("upgrade").await;
+    assert_eq!(
+        upgrade["sio"]["sid"],
+        serde_json::Value::Null,
+        "no sid in the query yet"
+    );
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws); // a browser closes its TCP connection after the close handshake
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["sio"]["sid"], sid.as_str());
+
+    // Learned: a later request with that sid is not "from another pod".
+    let mut c = send_raw(proxy.addr, format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    read_to_end(&mut c).await;
+    let r = proxy.next_event("request").await;
+    assert!(
+        !r["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "sid_not_issued_here"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn refused_upgrade_is_a_request_record_with_the_raw_400_decoded() {
+    let engine = engine_upstream().await;
+    let mut proxy = Proxy::start(engine, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        UPGRADE_REQ.replace("SID", "staleSid").as_bytes(),
+    )
+    .await;
+    let got = read_to_end(&mut c).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nSession ID unknown"), "{text}");
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["status"], 400);
+    assert_eq!(
+        r["sio_error"],
+        serde_json::json!({"code": 1, "message": "Session ID unknown"})
+    );
+    assert_eq!(
+        r["flags"],
+        serde_json::json!(["sid_unknown", "sid_not_issued_here"])
+    );
+    assert_eq!(r["headers"]["upgrade"], "websocket");
+}
+
+#[tokio::test]
+async fn upgrades_on_any_path_are_recorded() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let req = "GET /services/terminal HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    let mut client = send_raw(proxy.addr, req.as_bytes()).await;
+    let mut upstream = up.accept().await;
+    read_head(&mut upstream, &mut Vec::new()).await;
+    upstream.write_all(SWITCH).await.unwrap();
+    read_head(&mut client, &mut Vec::new()).await;
+    let r = proxy.next_event("upgrade").await;
+    assert_eq!(r["path"], "/services/terminal");
+    assert!(r.get("sio").is_none());
+    drop(client);
+    drop(upstream);
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["id"], r["id"]);
+}
