@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::drain::Token;
 use crate::exchange::Guard;
 use crate::record::Outcome;
 
@@ -53,6 +54,8 @@ impl Body for RequestBody {
 /// The body sent to the client: the upstream's, or one sockproxy wrote itself.
 pub struct ResponseBody {
     kind: Kind,
+    /// Counts the exchange as in flight (for `draining`) until the body is done.
+    token: Option<Token>,
 }
 
 enum Kind {
@@ -66,9 +69,10 @@ enum Kind {
 impl ResponseBody {
     /// The upstream's body; `guard` (if the exchange is recorded) is finished when the
     /// body ends, or dropped with it when the client goes away first.
-    pub fn proxied(inner: Incoming, guard: Option<Guard>) -> Self {
+    pub fn proxied(inner: Incoming, guard: Option<Guard>, token: Token) -> Self {
         let mut body = ResponseBody {
             kind: Kind::Proxied { inner, guard },
+            token: Some(token),
         };
         body.finish_if_ended();
         body
@@ -78,6 +82,7 @@ impl ResponseBody {
     pub fn own(bytes: Option<Bytes>) -> Self {
         ResponseBody {
             kind: Kind::Own(bytes.filter(|b| !b.is_empty())),
+            token: None,
         }
     }
 
@@ -88,6 +93,9 @@ impl ResponseBody {
             && let Some(g) = guard.take()
         {
             g.finish(Outcome::Complete);
+        }
+        if self.is_end_stream() {
+            self.token = None;
         }
     }
 }

@@ -268,7 +268,7 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(sid)
         };
-        if !req.uri().path().starts_with("/socket.io/") {
+        if !req.uri().path().contains("/socket.io/") {
             return Ok(text(StatusCode::NOT_FOUND, "text/plain", "Not Found"));
         }
         if upgrade {

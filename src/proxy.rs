@@ -99,6 +99,7 @@ impl Shared {
         mut req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
+        let token = self.drain.request();
         let id = self.next_id();
         let span = tracing::debug_span!("exchange", id = %id);
         async move {
@@ -220,7 +221,7 @@ impl Shared {
             let (parts, body) = resp.into_parts();
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::proxied(body, Some(guard)),
+                ResponseBody::proxied(body, Some(guard), token),
             ))
         }
         .instrument(span)

@@ -220,3 +220,15 @@ pub async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &[u8]) {
         read_at_least(s, buf, want).await;
     }
 }
+
+impl Proxy {
+    /// Waits for the run to end after a signal was already sent; returns the rest.
+    pub async fn stop_after_signal(mut self) -> (Summary, Vec<Value>) {
+        let summary = within(self.task).await.unwrap().unwrap();
+        let mut rest = Vec::new();
+        while let Ok(line) = self.records.try_recv() {
+            rest.push(parse_line(&line));
+        }
+        (summary, rest)
+    }
+}

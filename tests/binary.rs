@@ -1,0 +1,238 @@
+//! The built binary: flags and env, stdout holds records only, SIGTERM, exit codes, demo.
+
+mod support;
+
+use std::process::Stdio;
+
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sockproxy");
+
+fn sockproxy(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("RUST_LOG")
+        .env("POD_NAME", "pod-bin")
+        .env("POD_IP", "10.1.2.3")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SOCKPROXY_") || k == "GOOGLE_CLOUD_PROJECT" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+async fn next_json(lines: &mut tokio::io::Lines<BufReader<ChildStdout>>) -> Value {
+    let line = within(lines.next_line())
+        .await
+        .unwrap()
+        .expect("stdout ended");
+    parse_line(&format!("{line}\n"))
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn runs_records_and_stops_on_sigterm() {
+    let engine = engine_upstream().await;
+    let upstream = format!("http://{engine}");
+    let mut child = sockproxy(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "off",
+        "--upstream",
+        &upstream,
+    ])
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = next_json(&mut lines).await;
+    assert_eq!(listening["event"], "listening");
+    assert_eq!(listening["pod"], "pod-bin");
+    assert_eq!(listening["pod_ip"], "10.1.2.3");
+    let addr: std::net::SocketAddr = listening["listen"].as_str().unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0, "the real bound port");
+
+    let mut c = send_raw(
+        addr,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let resp = read_to_end(&mut c).await;
+    assert!(resp.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let r = next_json(&mut lines).await;
+    assert_eq!(r["event"], "request");
+    assert_eq!(r["sio"]["handshake"], true);
+
+    sigterm(&child);
+    let mut rest = Vec::new();
+    while let Some(line) = within(lines.next_line()).await.unwrap() {
+        rest.push(parse_line(&format!("{line}\n")));
+    }
+    let status = within(child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    let events: Vec<_> = rest
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(events, ["draining", "stopped"]);
+}
+
+async fn usage_error(cmd: &mut Command) -> String {
+    let out = within(cmd.output()).await.unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "stdout carries records only");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one clear line: {err}");
+    err
+}
+
+#[tokio::test]
+async fn bad_values_name_the_flag_and_the_env_var() {
+    let err = usage_error(&mut sockproxy(&["--listen", "nowhere"])).await;
+    assert!(
+        err.contains("--listen") && err.contains("SOCKPROXY_LISTEN"),
+        "{err}"
+    );
+    let err = usage_error(sockproxy(&[]).env("SOCKPROXY_DRAIN_TIMEOUT", "soon")).await;
+    assert!(
+        err.contains("--drain-timeout") && err.contains("SOCKPROXY_DRAIN_TIMEOUT"),
+        "{err}"
+    );
+    let err = usage_error(&mut sockproxy(&["--upstream", "https://theia:3000"])).await;
+    assert!(
+        err.contains("--upstream") && err.contains("SOCKPROXY_UPSTREAM"),
+        "{err}"
+    );
+    let err = usage_error(&mut sockproxy(&["--no-such-flag"])).await;
+    assert!(err.contains("--no-such-flag"), "{err}");
+}
+
+#[tokio::test]
+async fn env_vars_configure_the_run() {
+    let engine = engine_upstream().await;
+    let mut child = sockproxy(&[])
+        .env("SOCKPROXY_LISTEN", "127.0.0.1:0")
+        .env("SOCKPROXY_ADMIN", "off")
+        .env("SOCKPROXY_UPSTREAM", engine.to_string())
+        .env("SOCKPROXY_SIO_PATH", "/engine.io/")
+        .env("SOCKPROXY_LOG_ALL", "true")
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let l = next_json(&mut lines).await;
+    assert_eq!(l["upstream"], engine.to_string());
+    assert_eq!(l["sio_path"], "/engine.io/");
+    assert_eq!(l["log_all"], true);
+    sigterm(&child);
+    assert_eq!(within(child.wait()).await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn address_in_use_is_one_error_record_and_exit_1() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = within(sockproxy(&["--listen", &addr, "--admin", "off"]).output())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let r = parse_line(&format!("{}\n", lines[0]));
+    assert_eq!(r["severity"], "ERROR");
+    assert_eq!(r["event"], "startup_failed");
+    assert!(r["error"].as_str().unwrap().contains(&addr));
+}
+
+#[tokio::test]
+async fn help_and_version() {
+    let out = within(sockproxy(&["--help"]).output()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "--upstream",
+        "--admin",
+        "--drain-timeout",
+        "--log-all",
+        "--sio-path",
+        "--capture-header",
+        "--pod-header",
+        "--workers",
+        "--gcp-project",
+        "SOCKPROXY_LISTEN",
+        "GOOGLE_CLOUD_PROJECT",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    let out = within(sockproxy(&["--version"]).output()).await.unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("sockproxy {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn demo_exits_0_and_prints_the_records_it_claims() {
+    let out = within(sockproxy(&["demo"]).output()).await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let recs: Vec<Value> = stdout
+        .lines()
+        .map(|l| parse_line(&format!("{l}\n")))
+        .collect();
+    let of = |event: &str| {
+        recs.iter()
+            .filter(|r| r["event"] == event)
+            .collect::<Vec<_>>()
+    };
+
+    let handshake = of("request")
+        .into_iter()
+        .find(|r| r["sio"]["handshake"] == true)
+        .expect("a handshake line");
+    let sid = handshake["sio"]["sid"].as_str().unwrap();
+    let upgrade = of("upgrade");
+    assert_eq!(upgrade.len(), 1);
+    assert_eq!(upgrade[0]["sio"]["sid"], sid);
+    let closed = of("tunnel_closed");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0]["id"], upgrade[0]["id"]);
+    assert!(closed[0]["bytes_client_to_upstream"].as_u64().unwrap() > 0);
+    assert!(closed[0]["bytes_upstream_to_client"].as_u64().unwrap() > 0);
+    let flagged = |flag: &str| {
+        of("request")
+            .into_iter()
+            .any(|r| r["flags"].as_array().unwrap().iter().any(|f| f == flag))
+    };
+    assert!(flagged("upgrade_header_missing"));
+    assert!(flagged("sid_unknown") && flagged("sid_not_issued_here"));
+    assert_eq!(recs.first().unwrap()["event"], "listening");
+    assert_eq!(recs.last().unwrap()["event"], "stopped");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("upgrade_header_missing"),
+        "the explanation names what to look for"
+    );
+}
