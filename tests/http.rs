@@ -156,7 +156,7 @@ async fn upstream_down_gets_a_fast_502_and_a_record() {
 async fn other_paths_are_not_recorded_unless_log_all() {
     let engine = engine_upstream().await;
     for log_all in [false, true] {
-        let mut proxy = Proxy::start(engine, |c| c.log_all = log_all).await;
+        let proxy = Proxy::start(engine, |c| c.log_all = log_all).await;
         let mut c = send_raw(proxy.addr, b"GET /health HTTP/1.1\r\nHost: h\r\nUser-Agent: GoogleHC/1.0\r\nConnection: close\r\n\r\n").await;
         let resp = read_to_end(&mut c).await;
         assert!(resp.starts_with(b"HTTP/1.1 404"));

@@ -116,7 +116,7 @@ async fn client_reset_mid_tunnel_keeps_counts() {
     let (mut client, _, mut upstream, mut up_buf) = open_tunnel(&proxy, &mut up, b"", b"").await;
     client.write_all(b"12345").await.unwrap();
     read_at_least(&mut upstream, &mut up_buf, 5).await;
-    client.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+    client.set_zero_linger().unwrap();
     drop(client); // RST
     read_to_end(&mut upstream).await;
     let closed = proxy.next_event("tunnel_closed").await;
