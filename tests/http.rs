@@ -197,3 +197,17 @@ async fn client_leaving_a_long_poll_is_recorded_and_reaches_upstream() {
     let n = within(conn.read(&mut rest)).await.unwrap_or(0);
     assert_eq!(n, 0, "the upstream connection must be closed");
 }
+
+#[tokio::test]
+async fn pod_header_is_added_only_when_asked() {
+    let engine = engine_upstream().await;
+    for on in [false, true] {
+        let mut proxy = Proxy::start(engine, |c| c.pod_header = on).await;
+        let mut c = send_raw(proxy.addr, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
+        let resp = read_to_end(&mut c).await;
+        let has = find(&resp, b"x-pod-name: pod-test\r\n").is_some();
+        assert_eq!(has, on);
+        let r = proxy.next_event("request").await;
+        assert_eq!(r["resp_headers"].get("x-pod-name").is_some(), on);
+    }
+}
