@@ -181,6 +181,10 @@ impl Shared {
             };
 
             let status = resp.status();
+            if let Some(pod) = &self.pod_header {
+                resp.headers_mut()
+                    .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
+            }
             {
                 let d = guard.draft();
                 d.status = status.as_u16();
@@ -195,10 +199,6 @@ impl Shared {
                 if d.sio.is_some() && decodable && wants_body {
                     d.peek = Some(Vec::new());
                 }
-            }
-            if let Some(pod) = &self.pod_header {
-                resp.headers_mut()
-                    .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
             }
 
             if status == StatusCode::SWITCHING_PROTOCOLS {

@@ -205,7 +205,6 @@ async fn pod_header_is_added_only_when_asked() {
         let mut proxy = Proxy::start(engine, |c| c.pod_header = on).await;
         let mut c = send_raw(proxy.addr, b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").await;
         let resp = read_to_end(&mut c).await;
-        eprintln!("{}", String::from_utf8_lossy(&resp));
         let has = find(&resp, b"x-pod-name: pod-test\r\n").is_some();
         assert_eq!(has, on);
         let r = proxy.next_event("request").await;
