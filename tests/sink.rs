@@ -16,7 +16,11 @@ fn record(n: u64) -> Record {
     Record {
         severity: Severity::Info,
         message: format!("r{n}"),
-        event: Event::Draining(Draining { open_tunnels: n, open_requests: 0, deadline_s: 1.0 }),
+        event: Event::Draining(Draining {
+            open_tunnels: n,
+            open_requests: 0,
+            deadline_s: 1.0,
+        }),
     }
 }
 
@@ -46,26 +50,42 @@ impl Write for Gate {
 fn blocked_stdout_never_blocks_emit_and_drops_are_reported() {
     let (release_tx, release_rx) = mpsc::channel();
     let (entered_tx, entered_rx) = mpsc::sync_channel(1);
-    let gate = Gate { release: Arc::new(Mutex::new(Some(release_rx))), entered: entered_tx, got: Arc::default() };
+    let gate = Gate {
+        release: Arc::new(Mutex::new(Some(release_rx))),
+        entered: entered_tx,
+        got: Arc::default(),
+    };
     let got = gate.got.clone();
     let (sink, writer) = Sink::writer(gate, Some("p".into()), None);
 
     sink.emit(record(0));
-    entered_rx.recv_timeout(Duration::from_secs(10)).expect("the writer is stuck in write");
+    entered_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the writer is stuck in write");
     // stdout is now blocked: the queue fills, then records are counted, and emit returns.
     let total = sockproxy::config::SINK_QUEUE_RECORDS as u64 + 500;
     for n in 1..=total {
         sink.emit(record(n));
     }
-    assert_eq!(sink.dropped(), 500, "exactly the records beyond the queue are lost");
+    assert_eq!(
+        sink.dropped(),
+        500,
+        "exactly the records beyond the queue are lost"
+    );
 
     release_tx.send(()).unwrap();
     writer.close(Duration::from_secs(10));
     let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
-    let lines: Vec<_> = text.lines().map(|l| parse_line(&format!("{l}\n"))).collect();
+    let lines: Vec<_> = text
+        .lines()
+        .map(|l| parse_line(&format!("{l}\n")))
+        .collect();
     let written = lines.iter().filter(|r| r["event"] == "draining").count() as u64;
     assert_eq!(written, total + 1 - 500);
-    let report = lines.iter().find(|r| r["event"] == "records_dropped").expect("a records_dropped line");
+    let report = lines
+        .iter()
+        .find(|r| r["event"] == "records_dropped")
+        .expect("a records_dropped line");
     assert_eq!(report["severity"], "WARNING");
     assert_eq!(report["count"], 500);
     assert_eq!(report["total"], 500);
