@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -12,16 +12,36 @@ use crate::drain::Token;
 use crate::exchange::Guard;
 use crate::record::Outcome;
 
+/// How far the client got with its request body.
+#[derive(Debug, Default)]
+pub struct RequestProgress {
+    bytes: AtomicU64,
+    failed: AtomicBool,
+}
+
+impl RequestProgress {
+    /// Body bytes received from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// True when reading the body from the client failed (the client went away
+    /// mid-body): a failed exchange is then the client's doing, not the upstream's.
+    pub fn client_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 /// The request body on its way to the upstream, counted into `bytes_in`.
 pub struct RequestBody {
     inner: Incoming,
-    count: Option<Arc<AtomicU64>>,
+    progress: Arc<RequestProgress>,
 }
 
 impl RequestBody {
-    /// Counts into `count` when the exchange is recorded.
-    pub fn new(inner: Incoming, count: Option<Arc<AtomicU64>>) -> Self {
-        RequestBody { inner, count }
+    /// Reports into `progress` as the body streams.
+    pub fn new(inner: Incoming, progress: Arc<RequestProgress>) -> Self {
+        RequestBody { inner, progress }
     }
 }
 
@@ -34,10 +54,16 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(f)), Some(count)) = (&frame, &self.count)
-            && let Some(data) = f.data_ref()
-        {
-            count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    self.progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Some(Err(_)) => self.progress.failed.store(true, Ordering::Relaxed),
+            None => {}
         }
         Poll::Ready(frame)
     }

@@ -75,6 +75,15 @@ impl Snapshot {
             })
     }
 
+    /// Every logged value of `name`, in order.
+    pub fn all(&self, name: &HeaderName) -> &[String] {
+        match self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v) {
+            Some(Logged::One(s)) => std::slice::from_ref(s),
+            Some(Logged::Many(all)) => all,
+            _ => &[],
+        }
+    }
+
     /// True when `name` was sent at least once.
     pub fn has(&self, name: &HeaderName) -> bool {
         self.first(name).is_some()

@@ -30,6 +30,9 @@ pub const SID_REGISTRY_CAPACITY: usize = 65_536;
 pub const MAX_LOGGED_VALUE_BYTES: usize = 4096;
 /// A header repeated more often than this is logged with its first values only.
 pub const MAX_LOGGED_REPEATS: usize = 32;
+/// Most headers one message may carry: Node's (theia's) `maxHeadersCount` default, so
+/// sockproxy never refuses a request theia would have taken (hyper's default is 100).
+pub const MAX_HEADERS: usize = 2000;
 /// Records waiting for the stdout writer; when full, records are counted, not queued.
 pub const SINK_QUEUE_RECORDS: usize = 16_384;
 /// After the drain deadline, how long closed tunnels get to write their records.

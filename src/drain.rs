@@ -4,7 +4,7 @@
 //! tunnels are counted here: each holds a [`Token`] whose drop makes the count exact.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::{Notify, watch};
 
@@ -16,6 +16,7 @@ pub struct Drain {
     requests_idle: Notify,
     close_tunnels: watch::Sender<bool>,
     closed_by_shutdown: AtomicU64,
+    cut: AtomicBool,
 }
 
 /// Held while a tunnel (or a request) is open.
@@ -33,6 +34,7 @@ impl Default for Drain {
             requests_idle: Notify::new(),
             close_tunnels: watch::channel(false).0,
             closed_by_shutdown: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
         }
     }
 }
@@ -86,9 +88,16 @@ impl Drain {
         }
     }
 
-    /// Tells every tunnel to close now (`closed_by: shutdown`).
-    pub fn close_tunnels(&self) {
+    /// The drain deadline passed: tunnels close now (`closed_by: shutdown`), and
+    /// exchanges abandoned from here on were cut by sockproxy, not by their client.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
         self.close_tunnels.send_replace(true);
+    }
+
+    /// True once [`Drain::cut`] was called.
+    pub fn is_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
     }
 
     /// Resolves when tunnels are told to close.
@@ -153,7 +162,7 @@ mod tests {
         let d = Arc::new(Drain::default());
         let closing = d.closing();
         let late = tokio::spawn(d.closing());
-        d.close_tunnels();
+        d.cut();
         closing.await;
         late.await.unwrap();
         d.closing().await; // subscribed after the fact: resolves at once

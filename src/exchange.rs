@@ -1,11 +1,11 @@
 //! One exchange's record as it builds up; written exactly once, on `finish` or on drop.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::header;
 
+use crate::body::RequestProgress;
 use crate::capture::{self, Snapshot};
 use crate::config::BODY_PEEK_BYTES;
 use crate::flags::{self, Facts};
@@ -35,7 +35,7 @@ pub struct Draft {
     pub resp_headers: Snapshot,
     pub upstream_error: Option<String>,
     pub upstream_unreachable: bool,
-    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_in: Arc<RequestProgress>,
     pub bytes_out: u64,
     /// The first bytes of a socket.io response body, while it is worth decoding.
     pub peek: Option<Vec<u8>>,
@@ -123,8 +123,13 @@ pub struct TunnelInfo {
 impl Drop for Guard {
     fn drop(&mut self) {
         if let Some(d) = self.draft.take() {
-            self.shared
-                .write_exchange(*d, Outcome::ClientAborted, false);
+            // Abandoned: by the client, unless the drain deadline cut the connection.
+            let outcome = if self.shared.drain.is_cut() {
+                Outcome::Shutdown
+            } else {
+                Outcome::ClientAborted
+            };
+            self.shared.write_exchange(*d, outcome, false);
         }
     }
 }
@@ -172,14 +177,19 @@ impl Draft {
         learn_sid: impl Fn(&str),
     ) -> Record {
         let elapsed = self.start.elapsed();
-        let body = self.peek.take().unwrap_or_default();
+        let peeked = self.peek.take();
+        let body = peeked.as_deref().unwrap_or_default();
         let mut sio_error = None;
         if let Some(s) = self.sio.as_mut() {
             if self.status >= 400 {
-                sio_error = Some(sio::decode_error(&body));
+                // Only a body the upstream sent, seen to its end, is an engine.io error.
+                if peeked.is_some() && outcome == Outcome::Complete && self.upstream_error.is_none()
+                {
+                    sio_error = Some(sio::decode_error(body));
+                }
             } else if self.status == 200
                 && s.sid.is_none()
-                && let Some(sid) = sio::open_packet_sid(&body)
+                && let Some(sid) = sio::open_packet_sid(body)
             {
                 learn_sid(&sid);
                 s.sid = Some(sid);
@@ -197,7 +207,7 @@ impl Draft {
             upstream_unreachable: self.upstream_unreachable,
         };
         let flags = flags::derive(&facts);
-        let bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        let bytes_in = self.bytes_in.bytes();
         let severity = if self.status >= 400
             || outcome != Outcome::Complete
             || flags.iter().any(|f| *f != flags::HEALTH_CHECK)
@@ -210,10 +220,10 @@ impl Draft {
             Some(q) => format!("{}?{q}", self.path),
             None => self.path.clone(),
         };
-        let status_text = if outcome == Outcome::ClientAborted {
-            format!("{} (client went away)", self.status)
-        } else {
-            self.status.to_string()
+        let status_text = match outcome {
+            Outcome::ClientAborted => format!("{} (client went away)", self.status),
+            Outcome::Shutdown => format!("{} (cut by shutdown)", self.status),
+            _ => self.status.to_string(),
         };
         let message = format!(
             "{} {} {} {:.1}ms{}",

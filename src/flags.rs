@@ -51,12 +51,9 @@ pub fn derive(f: &Facts<'_>) -> Vec<&'static str> {
     if f.sio.is_some_and(Sio::is_websocket) && upgrade.is_none() {
         out.push(UPGRADE_HEADER_MISSING);
     }
-    if upgrade.is_some()
-        && !f
-            .headers
-            .first(&header::CONNECTION)
-            .is_some_and(has_upgrade_token)
-    {
+    // Repeated Connection headers form one comma list (RFC 9110 §5.3).
+    let connection = f.headers.all(&header::CONNECTION);
+    if upgrade.is_some() && !connection.iter().any(|v| has_upgrade_token(v)) {
         out.push(CONNECTION_UPGRADE_MISSING);
     }
     let code = f.sio_error.and_then(|e| e.code);
@@ -401,6 +398,15 @@ mod tests {
         for (i, (got, want)) in cases.into_iter().enumerate() {
             assert_eq!(got, want, "case {i}");
         }
+    }
+
+    #[test]
+    fn repeated_connection_headers_form_one_list() {
+        let hs = [UPG, ("connection", "keep-alive"), ("connection", "Upgrade")];
+        assert!(flags("GET", Some(WS), &hs, 101, None, Some(true), OK).is_empty());
+        let hs = [UPG, ("connection", "keep-alive"), ("connection", "close")];
+        let got = flags("GET", Some(WS), &hs, 400, None, Some(true), OK);
+        assert_eq!(got, vec![CONNECTION_UPGRADE_MISSING]);
     }
 
     #[test]

@@ -24,9 +24,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 
-use crate::body::{RequestBody, ResponseBody};
+use crate::body::{RequestBody, RequestProgress, ResponseBody};
 use crate::capture;
-use crate::config::{Config, SID_REGISTRY_CAPACITY, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_POOL_IDLE};
+use crate::config::{
+    Config, MAX_HEADERS, SID_REGISTRY_CAPACITY, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_POOL_IDLE,
+};
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
 use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
@@ -56,6 +58,7 @@ impl Shared {
         connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .http1_preserve_header_case(true)
+            .http1_max_headers(MAX_HEADERS)
             .set_host(false)
             .pool_idle_timeout(UPSTREAM_POOL_IDLE)
             .pool_timer(TokioTimer::new())
@@ -119,7 +122,7 @@ impl Shared {
                 .as_ref()
                 .and_then(|s| s.sid.as_deref())
                 .map(|sid| self.sids.contains(sid));
-            let bytes_in = Arc::new(AtomicU64::new(0));
+            let progress = Arc::new(RequestProgress::default());
             let mut guard = Guard::new(
                 Box::new(Draft {
                     id,
@@ -135,7 +138,7 @@ impl Shared {
                     resp_headers: Default::default(),
                     upstream_error: None,
                     upstream_unreachable: false,
-                    bytes_in: bytes_in.clone(),
+                    bytes_in: progress.clone(),
                     bytes_out: 0,
                     peek: None,
                     sid_issued_here,
@@ -163,10 +166,17 @@ impl Shared {
                     ));
                 }
             };
-            let req = Request::from_parts(parts, RequestBody::new(body, Some(bytes_in)));
+            let req = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
 
             let mut resp = match self.client.request(req).await {
                 Ok(resp) => resp,
+                Err(_) if progress.client_failed() => {
+                    // The client went away mid-body; nobody is left to answer.
+                    guard.finish(Outcome::ClientAborted);
+                    let mut resp = Response::new(ResponseBody::own(None));
+                    *resp.status_mut() = StatusCode::BAD_REQUEST;
+                    return Ok(resp);
+                }
                 Err(e) => {
                     let failure = UpstreamFailure::classify(&e);
                     tracing::debug!(error = %failure, "upstream failed");

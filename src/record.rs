@@ -38,6 +38,8 @@ pub enum Outcome {
     ClientAborted,
     /// sockproxy answered itself (502/504), or the upstream failed mid-response.
     UpstreamError,
+    /// The drain deadline (or a second signal) cut the exchange (extension).
+    Shutdown,
 }
 
 /// Which side ended a tunnel first.

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{Admin, Config, SHUTDOWN_GRACE};
+use crate::config::{Admin, Config, MAX_HEADERS, SHUTDOWN_GRACE};
 use crate::exchange::ConnInfo;
 use crate::proxy::Shared;
 use crate::record::{Draining, Event, Listening, Record, Severity, Stopped};
@@ -65,6 +65,7 @@ pub async fn run(
     builder
         .preserve_header_case(true)
         .auto_date_header(false)
+        .max_headers(MAX_HEADERS)
         .timer(TokioTimer::new());
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
@@ -136,7 +137,7 @@ pub async fn run(
         _ = signals.recv() => false,
     };
     if !drained {
-        shared.drain.close_tunnels();
+        shared.drain.cut();
         conns.abort_all();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while conns.join_next().await.is_some() {}

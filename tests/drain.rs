@@ -127,3 +127,31 @@ async fn idle_keep_alive_connections_are_closed_and_nothing_waits_for_them() {
     let rest = read_to_end(&mut client).await;
     assert!(rest.len() < 200, "connection closed after the drain");
 }
+
+#[tokio::test]
+async fn long_poll_cut_at_the_deadline_is_shutdown_not_client_aborted() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| c.drain_timeout = Duration::from_millis(200)).await;
+    let mut client = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    proxy.signal().await;
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["outcome"], "shutdown", "{r}");
+    assert_eq!(r["severity"], "WARNING");
+    assert!(
+        !r["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "poll_aborted"),
+        "{r}"
+    );
+    let (summary, _) = proxy.stop_after_signal().await;
+    assert!(!summary.drained);
+    assert!(read_to_end(&mut client).await.is_empty());
+}

@@ -149,6 +149,10 @@ async fn upstream_down_gets_a_fast_502_and_a_record() {
             r["upstream_error"].as_str().unwrap().contains("connect"),
             "{r}"
         );
+        assert!(
+            r.get("sio_error").is_none(),
+            "no engine.io body was ever sent: {r}"
+        );
     }
 }
 
@@ -210,4 +214,35 @@ async fn pod_header_is_added_only_when_asked() {
         let r = proxy.next_event("request").await;
         assert_eq!(r["resp_headers"].get("x-pod-name").is_some(), on);
     }
+}
+
+#[tokio::test]
+async fn client_leaving_mid_body_is_client_aborted_not_an_upstream_error() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let client = send_raw(
+        proxy.addr,
+        b"POST /socket.io/?EIO=4&transport=polling&sid=s HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let mut buf = Vec::new();
+    read_head(&mut conn, &mut buf).await;
+    read_at_least(&mut conn, &mut buf, 10).await;
+    drop(client);
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["outcome"], "client_aborted", "{r}");
+    assert_eq!(r["status"], 0, "nothing was sent to the client");
+    assert_eq!(r["bytes_in"], 10);
+    assert!(
+        r.get("upstream_error").is_none() && r.get("sio_error").is_none(),
+        "{r}"
+    );
+    assert!(
+        !r["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "upstream_unreachable")
+    );
 }

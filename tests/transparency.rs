@@ -164,3 +164,39 @@ async fn absolute_form_target_never_routes_elsewhere() {
         String::from_utf8_lossy(&head)
     );
 }
+
+#[tokio::test]
+async fn keep_alive_response_is_exact_including_connection_headers() {
+    let mut up = RawUpstream::start().await;
+    let proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut client = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=polling&sid=gone HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    conn.write_all(RESPONSE).await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut client, &mut got, b"0\r\n\r\n").await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(RESPONSE)
+    );
+}
+
+#[tokio::test]
+async fn more_headers_than_hyper_defaults_reach_theia() {
+    // Node (theia) takes up to 2000 headers; sockproxy must not refuse what theia takes.
+    let mut up = RawUpstream::start().await;
+    let proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut req = b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n".to_vec();
+    for i in 0..300 {
+        req.extend_from_slice(format!("X-H{i}: {i}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    let _client = send_raw(proxy.addr, &req).await;
+    let mut conn = up.accept().await;
+    let head = read_head(&mut conn, &mut Vec::new()).await;
+    assert_eq!(head, req);
+}
