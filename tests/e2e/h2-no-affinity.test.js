@@ -17,7 +17,8 @@ describe('H2 no affinity: round-robin over two pods', { timeout: 60000 }, () => 
   const run = {};
 
   before(async () => {
-    pods = [await sc.pod({ podName: 'pod-a' }), await sc.pod({ podName: 'pod-b' })];
+    // --pod-header: the seed's Q3 affinity test (X-Pod-Name on every response).
+    pods = [await sc.pod({ podName: 'pod-a', sockproxyArgs: ['--pod-header'] }), await sc.pod({ podName: 'pod-b', sockproxyArgs: ['--pod-header'] })];
     front = await sc.front(pods);
     const host = ['Host', `127.0.0.1:${front.port}`];
     const t = () => Date.now().toString(36);
@@ -57,16 +58,21 @@ describe('H2 no affinity: round-robin over two pods', { timeout: 60000 }, () => 
     x.equal([run.upgrade.status, run.upgrade.body.toString()], [400, 'Session ID unknown'], 'the client got the raw 400 for its upgrade');
     x.equal(run.issuer.backend.requests.where((e) => e.method === 'POST' && e.url.includes(run.sid)).map((e) => e.response.status), [200], 'the POST landed on the issuing pod and was accepted');
     x.ok(run.clientError !== null, 'socket.io-client cannot connect through this front', run.clientError);
+
   });
 
-  it('records: the refusing pod flags sid_unknown + sid_not_issued_here; the issuing pod logged the handshake with that sid', async () => {
+  it('records: the refusing pod flags sid_unknown + sid_not_issued_here; the issuing pod logged the handshake with that sid; X-Pod-Name', async () => {
     const { issuer, other, sid } = run;
+    // sockproxy's own output on the wire (the seed's Q3), so it belongs with the record assertions.
+    const podOf = (res) => (res.rawHeaders.find(([n]) => n.toLowerCase() === 'x-pod-name') || [])[1];
+    x.equal([podOf(run.handshake), podOf(run.poll), podOf(run.post), podOf(run.upgrade)], [issuer.podName, other.podName, issuer.podName, other.podName], 'X-Pod-Name (--pod-header) shows the alternation the backends saw');
     for (const p of pods) x.equal(p.sockproxy.nonJson, [], `${p.podName}: stdout carries only JSON records`);
     const hs = await x.step(`${issuer.podName}: handshake record`, () =>
       issuer.sockproxy.records.waitFor((r) => r.event === 'request' && r.sio && r.sio.handshake === true && r.sio.sid === sid, { timeoutMs: 3000, description: `handshake record with sio.sid ${sid}` })
     );
     R.checkShape(x, hs, issuer.podName);
     R.checkHeadersAsReceived(x, hs, R.backendEntryFor(x, issuer.backend, hs));
+    R.checkHttpRequest(x, hs, R.backendEntryFor(x, issuer.backend, hs), { podHeader: issuer.podName });
     x.equal(hs.flags, [], `${issuer.podName}: handshake record has no flags`);
     const post = await x.step(`${issuer.podName}: POST record`, () =>
       issuer.sockproxy.records.waitFor((r) => r.event === 'request' && r.method === 'POST' && r.sio && r.sio.sid === sid, { timeoutMs: 3000, description: 'the POST record' })
@@ -85,6 +91,7 @@ describe('H2 no affinity: round-robin over two pods', { timeout: 60000 }, () => 
       x.includes(r.flags, 'sid_unknown', `${tag}: flags has sid_unknown`);
       x.includes(r.flags, 'sid_not_issued_here', `${tag}: flags has sid_not_issued_here`);
       R.checkHeadersAsReceived(x, r, e);
+      R.checkHttpRequest(x, r, e, { podHeader: other.podName });
     }
     x.equal(refused.map((r) => r.sio.transport), ['polling', 'websocket'], `${other.podName}: the refused poll and the refused upgrade`);
     x.equal(other.sockproxy.records.where((r) => r.event === 'upgrade'), [], `${other.podName}: a refused upgrade is a request record, not an upgrade record`);

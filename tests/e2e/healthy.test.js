@@ -35,6 +35,12 @@ function checkTraffic(x, label, run, truth) {
 async function checkRecords(x, label, pod, sid, truth) {
   const sp = pod.sockproxy;
   x.equal(sp.nonJson, [], `${label}: stdout carries only JSON records`);
+  const l = sp.listening;
+  R.checkShape(x, l, pod.podName);
+  x.equal([l.listen, l.upstream], [`127.0.0.1:${sp.port}`, `127.0.0.1:${pod.backend.port}`], `${label}: listening record has the real bound address and the upstream`);
+  x.ok(typeof l.version === 'string' && l.version.length > 0, `${label}: listening.version`, l.version);
+  const ids = sp.records.where((r) => r.event === 'request' || r.event === 'upgrade').map((r) => r.id);
+  x.equal(new Set(ids).size, ids.length, `${label}: exchange ids are unique`);
   const hs = await x.step(`${label}: waiting for the handshake record`, () =>
     sp.records.waitFor((r) => r.event === 'request' && r.sio && r.sio.handshake === true && r.sio.sid === sid, { timeoutMs: 3000, description: `handshake request record with sio.sid ${sid}` })
   );
@@ -66,7 +72,7 @@ async function checkRecords(x, label, pod, sid, truth) {
   x.ok(tc.bytes_client_to_upstream > 0 && tc.bytes_upstream_to_client > 0, `${label}: tunnel_closed has bytes both ways`, [tc.bytes_client_to_upstream, tc.bytes_upstream_to_client]);
   x.equal(tc.bytes_client_to_upstream, truth.tunnel.bytesFromClient, `${label}: tunnel_closed bytes_client_to_upstream equals what the backend read after the request head`);
   x.equal(tc.bytes_upstream_to_client, truth.tunnel.bytesToClient, `${label}: tunnel_closed bytes_upstream_to_client equals what the backend wrote after the 101 head`);
-  x.equal(tc.closed_by, truth.tunnel.endedFirstBy, `${label}: tunnel_closed closed_by names the side that ended first (backend saw: ${truth.tunnel.endedFirstBy})`);
+  R.checkClosedBy(x, tc, truth.tunnel, `${label}: tunnel_closed`);
   x.near(tc.duration_ms, truth.tunnel.closedAt - truth.tunnel.openedAt, 500, `${label}: tunnel_closed duration_ms matches the backend's socket lifetime`);
   x.equal(tc.httpRequest && tc.httpRequest.protocol, 'websocket', `${label}: tunnel_closed httpRequest.protocol`);
 

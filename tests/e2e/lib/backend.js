@@ -137,6 +137,11 @@ async function startBackend({ name = 'backend', dir, originCheck, pingInterval =
       messages.push({ event: 'echo', sid: socket.conn.id, transport: socket.conn.transport.name });
       if (typeof ack === 'function') ack(payload);
     });
+    // Drops the TCP connection under a websocket session without any closing handshake (closed_by upstream).
+    socket.on('drop-connection', () => {
+      const ws = socket.conn.transport && socket.conn.transport.socket;
+      if (ws && ws._socket) ws._socket.destroy();
+    });
     socket.on('digest', (buf, ack) => {
       const sha256 = crypto.createHash('sha256').update(buf).digest('hex');
       messages.push({ event: 'digest', sid: socket.conn.id, length: buf.length, sha256 });
@@ -215,7 +220,10 @@ async function startBackend({ name = 'backend', dir, originCheck, pingInterval =
       remotePort: socket.remotePort,
       response: null,
     };
+    // The connection may have carried earlier exchanges (sockproxy keeps upstream connections alive), so
+    // both counters are taken relative to this moment.
     const headBytes = socket.bytesRead - head.length;
+    const writtenBefore = socket.bytesWritten;
     const write = socket.write;
     let first = true;
     let responseHeadBytes = 0;
@@ -266,7 +274,7 @@ async function startBackend({ name = 'backend', dir, originCheck, pingInterval =
         closedAt: Date.now(),
         // Bytes after the request head / after the response head, as this socket saw them.
         bytesFromClient: socket.bytesRead - headBytes,
-        bytesToClient: socket.bytesWritten - responseHeadBytes,
+        bytesToClient: socket.bytesWritten - writtenBefore - responseHeadBytes,
         // 'upstream' when the backend closed first, 'client' when the peer's FIN came first.
         endedFirstBy: peerEndAt !== null && (localEndAt === null || peerEndAt < localEndAt) ? 'client' : 'upstream',
       });

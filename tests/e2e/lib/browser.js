@@ -1,6 +1,7 @@
 // browser.js: Debian's headless Chromium, started and stopped by PID here, driven over CDP by playwright-core (no browser download).
 'use strict';
 
+const fs = require('node:fs');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 const processes = require('./processes');
@@ -12,6 +13,7 @@ const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
  * and connects playwright-core to it. Returns { browser, proc, close() }.
  */
 async function launchChromium(dir, timeoutMs = 30000) {
+  const profile = path.join(dir, 'chromium-profile');
   const args = [
     '--headless',
     '--no-sandbox',
@@ -24,7 +26,7 @@ async function launchChromium(dir, timeoutMs = 30000) {
     '--disable-dev-shm-usage',
     '--remote-debugging-address=127.0.0.1',
     '--remote-debugging-port=0',
-    `--user-data-dir=${path.join(dir, 'chromium-profile')}`,
+    `--user-data-dir=${profile}`,
     'about:blank',
   ];
   const proc = processes.start('chromium', CHROMIUM_BIN, args, { dir });
@@ -54,6 +56,8 @@ async function launchChromium(dir, timeoutMs = 30000) {
     async close() {
       await browser.close().catch(() => {});
       await proc.stop('SIGTERM', 3000);
+      // The profile is tens of MB and no evidence; the browser's stderr stays in the log folder.
+      fs.rmSync(profile, { recursive: true, force: true });
     },
   };
 }

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# run.sh: runs the end-to-end suite of issue 4 (real nginx, socket.io 4.8, headless Chromium) against the sockproxy binary; one command, bounded in time, leaves its logs.
+#
+#   tests/e2e/run.sh [test files…]        (default: every tests/e2e/*.test.js)
+#
+# SOCKPROXY_BIN   binary under test (default: <repo>/target/debug/sockproxy; this script builds nothing)
+# E2E_TIMEOUT     global limit in seconds (default 300)
+# E2E_CONCURRENCY test files run in parallel (default 2)
+# E2E_RUN_DIR     where logs go (default: a new /tmp/sockproxy-e2e.XXXXXX, printed at start and end)
+# E2E_NO_INSTALL  1 = never apt-get; only report what is missing
+# E2E_EXPECT_DRAIN 0 = H5 (drain) is reported as TODO instead of failing (a build without drain)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$HERE"
+
+export SOCKPROXY_BIN="${SOCKPROXY_BIN:-$ROOT/target/debug/sockproxy}"
+if [ ! -x "$SOCKPROXY_BIN" ]; then
+  echo "e2e: sockproxy binary not found or not executable: $SOCKPROXY_BIN" >&2
+  echo "e2e: build it first (cargo build) or point SOCKPROXY_BIN at one" >&2
+  exit 2
+fi
+
+# System packages: nginx (Debian's nginx-light is enough) and Chromium (never downloaded by playwright).
+export CHROMIUM_BIN="${CHROMIUM_BIN:-/usr/bin/chromium}"
+missing=()
+command -v "${NGINX_BIN:-nginx}" >/dev/null 2>&1 || missing+=(nginx-light)
+[ -x "$CHROMIUM_BIN" ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "${E2E_NO_INSTALL:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "e2e: installing ${missing[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
+      { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null; }
+  else
+    echo "e2e: missing ${missing[*]}; install them: apt-get install ${missing[*]}" >&2
+    exit 2
+  fi
+fi
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+if [ "$node_major" -lt 20 ]; then
+  echo "e2e: node >= 20 needed (found $(node --version))" >&2
+  exit 2
+fi
+
+# npm packages, pinned by package-lock.json; reinstalled only when the lockfile changed.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2
+fi
+
+export E2E_RUN_DIR="${E2E_RUN_DIR:-$(mktemp -d /tmp/sockproxy-e2e.XXXXXX)}"
+mkdir -p "$E2E_RUN_DIR"
+: >"$E2E_RUN_DIR/pids"
+echo "e2e: binary $SOCKPROXY_BIN"
+echo "e2e: logs in $E2E_RUN_DIR"
+
+test_pid=""
+sweep() {
+  # The test runner's process group (timeout made it), then every process the suite recorded, by PID.
+  if [ -n "$test_pid" ] && kill -0 "$test_pid" 2>/dev/null; then
+    kill -TERM -- "-$test_pid" 2>/dev/null || kill -TERM "$test_pid" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$test_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$test_pid" 2>/dev/null || true
+  fi
+  while read -r pid name _; do
+    [ -n "$pid" ] || continue
+    if kill -0 "$pid" 2>/dev/null && [ "$(ps -o pgid= -p "$pid" | tr -d ' ')" = "$pid" ]; then
+      echo "e2e: stopping leftover $name (pid $pid)" >&2
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done <"$E2E_RUN_DIR/pids"
+}
+on_signal() {
+  echo "e2e: interrupted" >&2
+  sweep
+  echo "e2e: logs in $E2E_RUN_DIR" >&2
+  exit 130
+}
+trap on_signal INT TERM
+trap sweep EXIT
+
+if [ "$#" -gt 0 ]; then files=("$@"); else files=(*.test.js); fi
+started=$(date +%s)
+set +e
+timeout -k 10 "${E2E_TIMEOUT:-300}" node --test \
+  --test-concurrency="${E2E_CONCURRENCY:-2}" \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$E2E_RUN_DIR/results.tap" \
+  "${files[@]}" &
+test_pid=$!
+wait "$test_pid"
+status=$?
+set -e
+test_pid=""
+[ "$status" -eq 124 ] && echo "e2e: global timeout of ${E2E_TIMEOUT:-300} s reached" >&2
+node tools/summarize.js "$E2E_RUN_DIR" >"$E2E_RUN_DIR/summary.txt" 2>&1 || true
+echo "e2e: what sockproxy recorded, per scenario and pod: $E2E_RUN_DIR/summary.txt"
+echo "e2e: wall time $(($(date +%s) - started)) s, exit $status"
+echo "e2e: logs in $E2E_RUN_DIR"
+exit "$status"
