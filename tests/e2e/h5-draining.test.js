@@ -73,7 +73,7 @@ describe('H5 draining: SIGTERM while a websocket is busy', { timeout: 60000 }, (
     const tc = await x.step('tunnel_closed', () => sp.records.waitFor((r) => r.event === 'tunnel_closed' && r.id === up.id, { timeoutMs: 3000, description: `tunnel_closed ${up.id}` }));
     x.equal(tc.closed_by, 'shutdown', 'tunnel_closed.closed_by');
     const t = await pod.backend.tunnels.waitFor((e) => e.url.includes(run.sid), { timeoutMs: 3000, description: 'the backend tunnel end' });
-    x.near(tc.duration_ms, t.closedAt - t.openedAt, 500, "tunnel_closed.duration_ms matches the backend's socket lifetime");
+    x.between(tc.duration_ms, 0, t.closedAt - t.openedAt + 200, "tunnel_closed.duration_ms within the backend's socket lifetime");
     const stopped = await x.step('stopped record', () => sp.records.waitFor((r) => r.event === 'stopped', { timeoutMs: 3000, description: 'the stopped record' }));
     x.equal([stopped.drained, stopped.tunnels_closed_by_shutdown], [false, 1], 'stopped: not drained, one tunnel closed by shutdown');
     const order = sp.records.entries.map((r) => r.event).filter((e) => ['draining', 'tunnel_closed', 'stopped'].includes(e));

@@ -73,7 +73,9 @@ async function checkRecords(x, label, pod, sid, truth) {
   x.equal(tc.bytes_client_to_upstream, truth.tunnel.bytesFromClient, `${label}: tunnel_closed bytes_client_to_upstream equals what the backend read after the request head`);
   x.equal(tc.bytes_upstream_to_client, truth.tunnel.bytesToClient, `${label}: tunnel_closed bytes_upstream_to_client equals what the backend wrote after the 101 head`);
   R.checkClosedBy(x, tc, truth.tunnel, `${label}: tunnel_closed`);
-  x.near(tc.duration_ms, truth.tunnel.closedAt - truth.tunnel.openedAt, 500, `${label}: tunnel_closed duration_ms matches the backend's socket lifetime`);
+  // The backend's socket 'close' can come well after the last FIN crossed sockproxy (ws and
+  // Node finish their own close first), so its lifetime bounds the tunnel's from above only.
+  x.between(tc.duration_ms, 0, truth.tunnel.closedAt - truth.tunnel.openedAt + 200, `${label}: tunnel_closed duration_ms within the backend's socket lifetime`);
   x.equal(tc.httpRequest && tc.httpRequest.protocol, 'websocket', `${label}: tunnel_closed httpRequest.protocol`);
 
   const session = sp.records.where((r) => (r.event === 'request' || r.event === 'upgrade') && r.sio && r.sio.sid === sid);
