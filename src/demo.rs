@@ -64,7 +64,7 @@ async fn run() -> Result<(), Error> {
     cfg.pod = Some("demo-pod".into());
     let (sink, mut lines) = Sink::memory(cfg.pod.clone(), None);
     let (stop, signals) = tokio::sync::mpsc::channel(1);
-    let proxy_task = tokio::spawn(crate::server::run(proxy, cfg, sink, signals));
+    let proxy_task = tokio::spawn(crate::server::run(proxy, None, cfg, sink, signals));
     let printer = tokio::spawn(async move {
         while let Some(line) = lines.recv().await {
             print!("{line}");

@@ -17,6 +17,7 @@ pub struct Drain {
     close_tunnels: watch::Sender<bool>,
     closed_by_shutdown: AtomicU64,
     cut: AtomicBool,
+    draining: AtomicBool,
 }
 
 /// Held while a tunnel (or a request) is open.
@@ -35,6 +36,7 @@ impl Default for Drain {
             close_tunnels: watch::channel(false).0,
             closed_by_shutdown: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -86,6 +88,16 @@ impl Drain {
             }
             notified.await;
         }
+    }
+
+    /// The drain began: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the drain began.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The drain deadline passed: tunnels close now (`closed_by: shutdown`), and

@@ -43,6 +43,16 @@ impl UpstreamFailure {
         }
     }
 
+    /// The `kind` label of `sockproxy_upstream_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamFailure::Unreachable(_) => "connect_failed",
+            UpstreamFailure::ConnectTimeout => "connect_timeout",
+            UpstreamFailure::NoResponse(_) => "no_response",
+            UpstreamFailure::UnexpectedSwitch => "unexpected_switch",
+        }
+    }
+
     /// True for the `upstream_unreachable` flag: no connection could be made.
     pub fn is_unreachable(&self) -> bool {
         matches!(

@@ -43,6 +43,8 @@ pub struct Draft {
     /// False for exchanges outside `--sio-path` without `--log-all`: no record unless
     /// sockproxy had to answer itself.
     pub recorded: bool,
+    /// What sockproxy's own answer was about (`sockproxy_upstream_errors_total{kind}`).
+    pub error_kind: Option<&'static str>,
 }
 
 /// Writes the exchange's record exactly once: on [`Guard::finish`], or from `Drop`

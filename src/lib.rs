@@ -15,9 +15,11 @@
 //! - `sids`: the bounded registry of sids this process saw issued.
 //! - `sink`: one writer thread turning records into stdout lines.
 //! - `error`: upstream failures and the answer each one means.
+//! - `admin`, `metrics`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - `demo`: the self-contained demonstration behind `sockproxy demo`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod config;
@@ -26,6 +28,7 @@ pub mod drain;
 pub mod error;
 pub mod exchange;
 pub mod flags;
+pub mod metrics;
 pub mod proxy;
 pub mod record;
 pub mod server;

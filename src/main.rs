@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use sockproxy::config::{Cli, Command, Config, env_of_flag};
+use sockproxy::config::{Admin, Cli, Command, Config, env_of_flag};
 use sockproxy::record::{Event, Record, Severity, StartupFailed};
 use sockproxy::sink::Sink;
 
@@ -107,9 +107,15 @@ fn run(cfg: Config) -> ExitCode {
                     cfg.listen
                 )
             })?;
+        let admin = match cfg.admin {
+            Admin::Off => None,
+            Admin::On(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                format!("cannot listen on {addr} (--admin / SOCKPROXY_ADMIN): {e}")
+            })?),
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(forward_signals(tx));
-        sockproxy::server::run(listener, cfg, sink.clone(), rx)
+        sockproxy::server::run(listener, admin, cfg, sink.clone(), rx)
             .await
             .map_err(|e| format!("server failed: {e}"))
     });

@@ -32,6 +32,7 @@ use crate::config::{
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
 use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
+use crate::metrics::Metrics;
 use crate::record::{self, ClosedBy, Event, HttpRequest, Outcome, Record, Severity, TunnelClosed};
 use crate::sids::SidRegistry;
 use crate::sink::Sink;
@@ -43,6 +44,7 @@ pub struct Shared {
     pub sink: Sink,
     pub sids: SidRegistry,
     pub drain: Arc<Drain>,
+    pub metrics: Metrics,
     pub started: Instant,
     client: Client<HttpConnector, RequestBody>,
     next_id: AtomicU64,
@@ -80,6 +82,7 @@ impl Shared {
             sink,
             sids: SidRegistry::new(SID_REGISTRY_CAPACITY),
             drain: Arc::new(Drain::default()),
+            metrics: Metrics::default(),
             started: Instant::now(),
             client,
             next_id: AtomicU64::new(1),
@@ -110,6 +113,9 @@ impl Shared {
                 .headers()
                 .contains_key(header::UPGRADE)
                 .then(|| hyper::upgrade::on(&mut req));
+            if client_upgrade.is_some() {
+                self.metrics.upgrades_attempted.inc();
+            }
             let (mut parts, body) = req.into_parts();
             let (sio, headers, trace) = exchange::capture_request(
                 &parts,
@@ -143,6 +149,7 @@ impl Shared {
                     peek: None,
                     sid_issued_here,
                     recorded,
+                    error_kind: None,
                 }),
                 self.clone(),
             );
@@ -152,6 +159,7 @@ impl Shared {
                     guard,
                     StatusCode::METHOD_NOT_ALLOWED,
                     "CONNECT is not proxied",
+                    "connect_method",
                     false,
                 ));
             }
@@ -162,6 +170,7 @@ impl Shared {
                         guard,
                         StatusCode::BAD_REQUEST,
                         "request target cannot be forwarded",
+                        "bad_target",
                         false,
                     ));
                 }
@@ -185,12 +194,20 @@ impl Shared {
                         guard,
                         failure.status(),
                         &failure.to_string(),
+                        failure.kind(),
                         unreachable,
                     ));
                 }
             };
 
             let status = resp.status();
+            if client_upgrade.is_some() {
+                if status == StatusCode::SWITCHING_PROTOCOLS {
+                    self.metrics.upgrades_succeeded.inc();
+                } else {
+                    self.metrics.upgrades_refused.inc();
+                }
+            }
             if let Some(pod) = &self.pod_header {
                 resp.headers_mut()
                     .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
@@ -218,6 +235,7 @@ impl Shared {
                         guard,
                         failure.status(),
                         &failure.to_string(),
+                        failure.kind(),
                         false,
                     ));
                 };
@@ -258,11 +276,13 @@ impl Shared {
         mut guard: Guard,
         status: StatusCode,
         why: &str,
+        kind: &'static str,
         unreachable: bool,
     ) -> Response<ResponseBody> {
         let d = guard.draft();
         d.status = status.as_u16();
         d.upstream_error = Some(why.to_string());
+        d.error_kind = Some(kind);
         d.upstream_unreachable = unreachable;
         d.recorded = true;
         let text = format!(
@@ -311,6 +331,7 @@ impl Shared {
                         tunnel::splice(
                             client,
                             upstream,
+                            shared.metrics.tunnel_byte_counters(),
                             want_sid,
                             move |sid| sids.sids.insert(sid),
                             shared.drain.closing(),
@@ -329,6 +350,10 @@ impl Shared {
                 if spliced.closed_by == ClosedBy::Shutdown {
                     shared.drain.count_closed_by_shutdown();
                 }
+                let lifetime = spliced.ended.saturating_duration_since(opened);
+                shared
+                    .metrics
+                    .tunnel_closed(spliced.closed_by.as_str(), lifetime.as_secs_f64());
                 shared.sink.emit(tunnel_record(info, spliced, opened));
                 drop(token);
             }
@@ -338,10 +363,25 @@ impl Shared {
 
     /// Writes the record of a finished exchange, if it is one to record.
     pub(crate) fn write_exchange(&self, draft: Draft, outcome: Outcome, upgrade: bool) {
+        let transport = match draft.sio.as_ref().map(|s| s.transport.as_deref()) {
+            None => "none",
+            Some(Some("polling")) => "polling",
+            Some(Some("websocket")) => "websocket",
+            Some(_) => "other",
+        };
+        self.metrics
+            .exchange(transport, draft.status, draft.start.elapsed().as_secs_f64());
+        if outcome == Outcome::UpstreamError {
+            self.metrics
+                .upstream_error(draft.error_kind.unwrap_or("upstream_body"));
+        }
         if !draft.recorded {
             return;
         }
         let rec = draft.into_record(outcome, upgrade, |sid| self.sids.insert(sid));
+        if let Event::Request(ex) | Event::Upgrade(ex) = &rec.event {
+            self.metrics.flags(&ex.flags);
+        }
         self.sink.emit(rec);
     }
 }
@@ -354,10 +394,7 @@ fn tunnel_record(info: TunnelInfo, s: tunnel::Spliced, opened: Instant) -> Recor
     {
         sio.sid = Some(sid);
     }
-    let closed_by = serde_json::to_value(s.closed_by)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let closed_by = s.closed_by.as_str();
     Record {
         severity: if s.closed_by == ClosedBy::Error {
             Severity::Warning

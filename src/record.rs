@@ -52,6 +52,18 @@ pub enum ClosedBy {
     Error,
 }
 
+impl ClosedBy {
+    /// The JSON spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClosedBy::Client => "client",
+            ClosedBy::Upstream => "upstream",
+            ClosedBy::Shutdown => "shutdown",
+            ClosedBy::Error => "error",
+        }
+    }
+}
+
 /// One record: a severity, a human line, and the event's fields.
 #[derive(Debug, Clone)]
 pub struct Record {

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{Admin, Config, MAX_HEADERS, SHUTDOWN_GRACE};
+use crate::config::{Config, MAX_HEADERS, SHUTDOWN_GRACE};
 use crate::exchange::ConnInfo;
 use crate::proxy::Shared;
 use crate::record::{Draining, Event, Listening, Record, Severity, Stopped};
@@ -33,11 +33,13 @@ pub struct Summary {
 /// A second signal cuts the drain short.
 pub async fn run(
     listener: TcpListener,
+    admin: Option<TcpListener>,
     cfg: Config,
     sink: Sink,
     mut signals: mpsc::Receiver<()>,
 ) -> io::Result<Summary> {
     let local = listener.local_addr()?;
+    let admin_addr = admin.as_ref().map(TcpListener::local_addr).transpose()?;
     let cfg = Arc::new(cfg);
     let shared = Shared::new(cfg.clone(), sink.clone());
     sink.emit(Record {
@@ -49,10 +51,7 @@ pub async fn run(
         ),
         event: Event::Listening(Listening {
             listen: local.to_string(),
-            admin: match cfg.admin {
-                Admin::Off => None,
-                Admin::On(_) => None, // the admin listener arrives with the operations issue
-            },
+            admin: admin_addr.map(|a| a.to_string()),
             upstream: cfg.upstream.to_string(),
             version: env!("CARGO_PKG_VERSION"),
             sio_path: cfg.sio_path.clone(),
@@ -61,6 +60,7 @@ pub async fn run(
         }),
     });
 
+    let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, shared.clone())));
     let mut builder = http1::Builder::new();
     builder
         .preserve_header_case(true)
@@ -109,6 +109,7 @@ pub async fn run(
         }
     }
     drop(listener);
+    shared.drain.start_draining();
 
     let deadline = Instant::now() + cfg.drain_timeout;
     sink.emit(Record {
@@ -144,6 +145,9 @@ pub async fn run(
             shared.drain.tunnels_done().await;
         })
         .await;
+    }
+    if let Some(task) = admin_task {
+        task.abort();
     }
     let summary = Summary {
         drained,

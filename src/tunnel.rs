@@ -15,6 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -42,13 +43,24 @@ pub struct Spliced {
 pub async fn splice(
     client: Upgraded,
     upstream: Upgraded,
+    totals: [Counter; 2],
     want_sid: bool,
     on_sid: impl Fn(&str) + Send + Sync,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Spliced {
     let (mut client_rd, mut client_wr, client_prefix) = open(client);
     let (mut upstream_rd, mut upstream_wr, upstream_prefix) = open(upstream);
-    let counts = [AtomicU64::new(0), AtomicU64::new(0)];
+    let [c2u_total, u2c_total] = totals;
+    let counts = [
+        Count {
+            own: AtomicU64::new(0),
+            total: c2u_total,
+        },
+        Count {
+            own: AtomicU64::new(0),
+            total: u2c_total,
+        },
+    ];
     let mut peek = want_sid.then(Peek::default);
 
     let mut first: Option<(ClosedBy, Option<String>)> = None;
@@ -96,8 +108,8 @@ pub async fn splice(
     let (closed_by, error) =
         first.unwrap_or((ClosedBy::Error, Some("tunnel ended without cause".into())));
     Spliced {
-        client_to_upstream: counts[0].load(Ordering::Relaxed),
-        upstream_to_client: counts[1].load(Ordering::Relaxed),
+        client_to_upstream: counts[0].own.load(Ordering::Relaxed),
+        upstream_to_client: counts[1].own.load(Ordering::Relaxed),
         closed_by,
         error,
         sid: peek.and_then(|p| p.sid),
@@ -121,7 +133,7 @@ async fn pump(
     wr: &mut Writer,
     from: ClosedBy,
     to: ClosedBy,
-    count: &AtomicU64,
+    count: &Count,
     prefix: Bytes,
     mut peek: Option<(&mut Peek, &OnSid<'_>)>,
 ) -> End {
@@ -157,13 +169,20 @@ async fn pump(
     }
 }
 
-async fn write_counted(wr: &mut Writer, mut data: &[u8], count: &AtomicU64) -> io::Result<()> {
+/// One direction's bytes: this tunnel's, and the process total for `/metrics`.
+struct Count {
+    own: AtomicU64,
+    total: Counter,
+}
+
+async fn write_counted(wr: &mut Writer, mut data: &[u8], count: &Count) -> io::Result<()> {
     while !data.is_empty() {
         let n = wr.write(data).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        count.fetch_add(n as u64, Ordering::Relaxed);
+        count.own.fetch_add(n as u64, Ordering::Relaxed);
+        count.total.inc_by(n as u64);
         data = &data[n..];
     }
     Ok(())

@@ -260,7 +260,7 @@ async fn listening_names_the_real_addresses() {
     let addr = listener.local_addr().unwrap();
     let (sink, mut lines) = sockproxy::sink::Sink::memory(cfg.pod.clone(), cfg.pod_ip.clone());
     let (stop, signals) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(sockproxy::server::run(listener, cfg, sink, signals));
+    let task = tokio::spawn(sockproxy::server::run(listener, None, cfg, sink, signals));
     let l = parse_line(&within(lines.recv()).await.unwrap());
     common(&l);
     assert_eq!(l["event"], "listening");

@@ -24,6 +24,8 @@ pub async fn within<F: Future>(f: F) -> F::Output {
 /// sockproxy running in this process.
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: SocketAddr,
     pub records: mpsc::UnboundedReceiver<String>,
     stop: mpsc::Sender<()>,
     task: JoinHandle<std::io::Result<Summary>>,
@@ -38,11 +40,20 @@ impl Proxy {
         tune(&mut cfg);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = admin_listener.local_addr().unwrap();
         let (sink, records) = Sink::memory(cfg.pod.clone(), cfg.pod_ip.clone());
         let (stop, signals) = mpsc::channel(4);
-        let task = tokio::spawn(sockproxy::server::run(listener, cfg, sink, signals));
+        let task = tokio::spawn(sockproxy::server::run(
+            listener,
+            Some(admin_listener),
+            cfg,
+            sink,
+            signals,
+        ));
         let mut proxy = Proxy {
             addr,
+            admin,
             records,
             stop,
             task,

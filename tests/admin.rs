@@ -1,0 +1,191 @@
+//! The admin listener: /healthz, /readyz (503 while draining), /metrics parsed by a real
+//! Prometheus text parser.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// GET `path` on a fresh connection: status, content type, body.
+async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut c = send_raw(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let resp = String::from_utf8(read_to_end(&mut c).await).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+/// Parses /metrics with prometheus-parse; returns `name{labels}` → value for counters
+/// and gauges, and `name_count` for histograms.
+async fn scrape(admin: SocketAddr) -> HashMap<String, f64> {
+    let (status, ctype, body) = get(admin, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let mut out = HashMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", s.metric, labels.join(","));
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let engine = engine_upstream().await;
+    let proxy = Proxy::start(engine, |_| {}).await;
+    assert_eq!(get(proxy.admin, "GET", "/healthz").await.0, 200);
+    assert_eq!(get(proxy.admin, "GET", "/readyz").await.0, 200);
+    assert_eq!(
+        get(proxy.admin, "GET", "/socket.io/?EIO=4&transport=polling")
+            .await
+            .0,
+        404,
+        "never proxied"
+    );
+    assert_eq!(get(proxy.admin, "POST", "/healthz").await.0, 405);
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let engine = engine_upstream().await;
+    let mut proxy = Proxy::start(engine, |_| {}).await;
+    let before = scrape(proxy.admin).await;
+    assert_eq!(
+        before.get("sockproxy_upgrades_attempted_total{}"),
+        Some(&0.0)
+    );
+
+    // A polling handshake, a refused upgrade (stale sid) and a websocket tunnel.
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    read_to_end(&mut c).await;
+    let mut c = send_raw(proxy.addr, b"GET /socket.io/?EIO=4&transport=websocket&sid=stale HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
+    read_to_end(&mut c).await;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    within(ws.next()).await.unwrap().unwrap(); // the open packet
+    ws.send(Message::text("2probe")).await.unwrap();
+    within(ws.next()).await.unwrap().unwrap();
+    proxy.next_event("upgrade").await;
+    let open = scrape(proxy.admin).await;
+    assert_eq!(open["sockproxy_tunnels_open{}"], 1.0);
+    assert!(
+        open["sockproxy_tunnel_bytes_total{direction=client_to_upstream}"] > 0.0,
+        "counted while flowing"
+    );
+    ws.close(None).await.unwrap();
+    while ws.next().await.is_some() {}
+    drop(ws);
+    proxy.next_event("tunnel_closed").await;
+
+    let m = scrape(proxy.admin).await;
+    assert_eq!(
+        m["sockproxy_exchanges_total{class=2xx,transport=polling}"],
+        1.0
+    );
+    assert_eq!(
+        m["sockproxy_exchanges_total{class=4xx,transport=websocket}"],
+        1.0
+    );
+    assert_eq!(m["sockproxy_upgrades_attempted_total{}"], 2.0);
+    assert_eq!(m["sockproxy_upgrades_succeeded_total{}"], 1.0);
+    assert_eq!(m["sockproxy_upgrades_refused_total{}"], 1.0);
+    assert_eq!(m["sockproxy_tunnels_open{}"], 0.0);
+    assert_eq!(m["sockproxy_flags_total{name=sid_unknown}"], 1.0);
+    assert_eq!(m["sockproxy_flags_total{name=sid_not_issued_here}"], 1.0);
+    assert!(m["sockproxy_tunnel_bytes_total{direction=upstream_to_client}"] > 0.0);
+    assert_eq!(
+        m["sockproxy_tunnel_lifetime_seconds{}"], 1.0,
+        "one tunnel observed"
+    );
+    assert_eq!(m["sockproxy_records_not_written_total{}"], 0.0);
+    let closed: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("sockproxy_tunnels_closed_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(closed, 1.0);
+}
+
+#[tokio::test]
+async fn upstream_errors_are_counted() {
+    let mut proxy = Proxy::start(closed_port().await, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    read_to_end(&mut c).await;
+    proxy.next_event("request").await;
+    let m = scrape(proxy.admin).await;
+    assert_eq!(
+        m["sockproxy_upstream_errors_total{kind=connect_failed}"],
+        1.0
+    );
+    assert_eq!(
+        m["sockproxy_exchanges_total{class=5xx,transport=none}"],
+        1.0
+    );
+    assert_eq!(m["sockproxy_flags_total{name=upstream_unreachable}"], 1.0);
+}
+
+#[tokio::test]
+async fn readyz_turns_503_at_once_when_draining() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| {
+        c.drain_timeout = std::time::Duration::from_secs(60)
+    })
+    .await;
+    // An open long-poll keeps the drain going while we look.
+    let _client = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    proxy.signal().await;
+    proxy.next_event("draining").await;
+    assert_eq!(get(proxy.admin, "GET", "/readyz").await.0, 503);
+    assert_eq!(get(proxy.admin, "GET", "/healthz").await.0, 200);
+    let m = scrape(proxy.admin).await;
+    assert_eq!(m["sockproxy_draining{}"], 1.0);
+    assert_eq!(m["sockproxy_requests_in_flight{}"], 1.0);
+    drop(conn); // the upstream gives up; the exchange ends and the drain completes
+    let (summary, _) = proxy.stop_after_signal().await;
+    assert!(summary.drained);
+}
