@@ -236,3 +236,72 @@ async fn demo_exits_0_and_prints_the_records_it_claims() {
         "the explanation names what to look for"
     );
 }
+
+#[tokio::test]
+async fn sigterm_drains_a_live_websocket_then_exits_within_the_deadline() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let engine = engine_upstream().await;
+    let upstream = engine.to_string();
+    let mut child = sockproxy(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+        "--drain-timeout",
+        "1",
+    ])
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = next_json(&mut lines).await;
+    let addr: std::net::SocketAddr = listening["listen"].as_str().unwrap().parse().unwrap();
+    let admin: std::net::SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    within(ws.next()).await.unwrap().unwrap(); // open packet
+    assert_eq!(next_json(&mut lines).await["event"], "upgrade");
+
+    let signalled = std::time::Instant::now();
+    sigterm(&child);
+    assert_eq!(next_json(&mut lines).await["event"], "draining");
+    let mut c = send_raw(
+        admin,
+        b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(read_to_end(&mut c).await.starts_with(b"HTTP/1.1 503"));
+    // The websocket keeps echoing during the drain.
+    let mut echoes = 0;
+    loop {
+        if ws.send(Message::text(r#"42["tick"]"#)).await.is_err() {
+            break;
+        }
+        match within(ws.next()).await {
+            Some(Ok(Message::Text(t))) if t.as_str() == r#"42["tick"]"# => echoes += 1,
+            _ => break, // closed by the drain deadline
+        }
+    }
+    assert!(echoes > 0, "traffic flowed during the drain");
+    let mut rest = Vec::new();
+    while let Some(line) = within(lines.next_line()).await.unwrap() {
+        rest.push(parse_line(&format!("{line}\n")));
+    }
+    let status = within(child.wait()).await.unwrap();
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < std::time::Duration::from_secs(2),
+        "exit within the deadline + 1 s, took {took:?}"
+    );
+    let events: Vec<_> = rest.iter().map(|r| r["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["tunnel_closed", "stopped"]);
+    assert_eq!(rest[0]["closed_by"], "shutdown");
+    assert_eq!(rest[1]["drained"], false);
+    assert_eq!(rest[1]["tunnels_closed_by_shutdown"], 1);
+}
