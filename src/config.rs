@@ -61,6 +61,8 @@ pub enum Command {
     /// Self-contained demonstration: a small engine.io upstream, the proxy and a
     /// browser-like client on loopback; prints the records of that traffic.
     Demo,
+    /// Reads records (files or stdin) and names the hypothesis they confirm.
+    Report(crate::report::Args),
 }
 
 /// Flags of `run`: flag, then environment variable, then default.

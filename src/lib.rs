@@ -17,6 +17,7 @@
 //! - `error`: upstream failures and the answer each one means.
 //! - `admin`, `metrics`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - `demo`: the self-contained demonstration behind `sockproxy demo`.
+//! - `report`: the offline `sockproxy report`: records in, a verdict per hypothesis out.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -31,6 +32,7 @@ pub mod flags;
 pub mod metrics;
 pub mod proxy;
 pub mod record;
+pub mod report;
 pub mod server;
 pub mod sids;
 pub mod sink;
