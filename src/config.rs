@@ -63,6 +63,8 @@ pub enum Command {
     Demo,
     /// Reads records (files or stdin) and names the hypothesis they confirm.
     Report(crate::report::Args),
+    /// Acts like a browser's socket.io client against URL, step by step.
+    Probe(crate::probe::Args),
 }
 
 /// Flags of `run`: flag, then environment variable, then default.

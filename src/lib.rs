@@ -17,6 +17,7 @@
 //! - `error`: upstream failures and the answer each one means.
 //! - `admin`, `metrics`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - `demo`: the self-contained demonstration behind `sockproxy demo`.
+//! - `probe`: `sockproxy probe URL`, a browser-like socket.io client, step by step.
 //! - `report`: the offline `sockproxy report`: records in, a verdict per hypothesis out.
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod error;
 pub mod exchange;
 pub mod flags;
 pub mod metrics;
+pub mod probe;
 pub mod proxy;
 pub mod record;
 pub mod report;

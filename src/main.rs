@@ -25,6 +25,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Demo) => sockproxy::demo::main(),
         Some(Command::Report(args)) => sockproxy::report::main(args),
+        Some(Command::Probe(args)) => sockproxy::probe::main(args),
         Some(Command::Run(args)) => run(Config::from_run_args(args)),
         None => run(Config::from_run_args(cli.run)),
     }
