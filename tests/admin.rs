@@ -171,13 +171,7 @@ async fn readyz_turns_503_at_once_when_draining() {
     })
     .await;
     // An open long-poll keeps the drain going while we look.
-    let _client = send_raw(
-        proxy.addr,
-        b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: h\r\n\r\n",
-    )
-    .await;
-    let mut conn = up.accept().await;
-    read_head(&mut conn, &mut Vec::new()).await;
+    let (_client, conn) = pending_long_poll(proxy.addr, &mut up).await;
     proxy.signal().await;
     proxy.next_event("draining").await;
     assert_eq!(get(proxy.admin, "GET", "/readyz").await.0, 503);

@@ -17,13 +17,7 @@ const SWITCH: &[u8] =
 async fn in_flight_long_poll_finishes_during_drain() {
     let mut up = RawUpstream::start().await;
     let mut proxy = Proxy::start(up.addr, |c| c.drain_timeout = Duration::from_secs(30)).await;
-    let mut client = send_raw(
-        proxy.addr,
-        b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: h\r\n\r\n",
-    )
-    .await;
-    let mut conn = up.accept().await;
-    read_head(&mut conn, &mut Vec::new()).await;
+    let (mut client, mut conn) = pending_long_poll(proxy.addr, &mut up).await;
 
     proxy.signal().await;
     let draining = proxy.next_event("draining").await;
@@ -132,13 +126,7 @@ async fn idle_keep_alive_connections_are_closed_and_nothing_waits_for_them() {
 async fn long_poll_cut_at_the_deadline_is_shutdown_not_client_aborted() {
     let mut up = RawUpstream::start().await;
     let mut proxy = Proxy::start(up.addr, |c| c.drain_timeout = Duration::from_millis(200)).await;
-    let mut client = send_raw(
-        proxy.addr,
-        b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: h\r\n\r\n",
-    )
-    .await;
-    let mut conn = up.accept().await;
-    read_head(&mut conn, &mut Vec::new()).await;
+    let (mut client, _conn) = pending_long_poll(proxy.addr, &mut up).await;
     proxy.signal().await;
     let r = proxy.next_event("request").await;
     assert_eq!(r["outcome"], "shutdown", "{r}");

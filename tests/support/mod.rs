@@ -243,3 +243,16 @@ impl Proxy {
         (summary, rest)
     }
 }
+
+/// A polling GET with a sid that the upstream has received and holds unanswered, as
+/// engine.io holds a long-poll: returns the client end and the upstream's end.
+pub async fn pending_long_poll(proxy: SocketAddr, up: &mut RawUpstream) -> (TcpStream, TcpStream) {
+    let client = send_raw(
+        proxy,
+        b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    (client, conn)
+}
