@@ -1,20 +1,328 @@
 //! The offline `report` subcommand: sockproxy records in, a diagnosis per hypothesis out.
+//!
+//! - `input`: files or stdin, gzip, line prefixes, JSON arrays → JSON objects.
+//! - `parse`: one JSON object (a record, or a Cloud Logging entry holding one) → a flat view.
+//! - `analyze`: records folded into bounded state, with the cross-pod and tunnel joins.
+//! - `recent`: the bounded table those joins keep their entries in.
+//! - `verdict`: the rules, confirmed / ruled out / no evidence per hypothesis.
+//! - `render`: the terminal and JSON output.
 
+pub mod analyze;
+pub mod input;
+pub mod parse;
+pub mod recent;
+pub mod render;
+pub mod verdict;
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use analyze::{Analyzer, Skipped};
+use input::{Item, Skip, Source};
+use parse::{Parsed, Rec};
+use verdict::{Finding, Verdict};
 
 /// `sockproxy report [FILE...]`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Record files (plain, `kubectl logs --prefix` output, gzip, Cloud Logging exports);
-    /// none or `-` reads stdin.
-    pub files: Vec<std::path::PathBuf>,
+    /// Record files: JSON lines, `kubectl logs --prefix` output, gzip, Cloud Logging
+    /// exports (a JSON array or JSON lines of entries with `jsonPayload`); none or `-`
+    /// reads stdin.
+    pub files: Vec<PathBuf>,
     /// The same verdicts as JSON, for scripts.
     #[arg(long)]
     pub json: bool,
+    /// Keep reading a growing input (stdin, or one file) and print a line each time a
+    /// verdict changes; the full report follows when the input ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Colour: `auto` (only on a terminal, never with NO_COLOR set), `always`, `never`.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
+    pub color: String,
 }
 
+/// Records in, verdicts out: what the command does, without the terminal.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub analyzer: Analyzer,
+    /// The time of the record read last (for `--follow` notices).
+    pub latest: Option<i64>,
+}
+
+impl Report {
+    pub fn new() -> Report {
+        Report::default()
+    }
+
+    /// Takes one item from a source; `fallback_pod` names records that carry no pod and
+    /// no `kubectl` prefix.
+    pub fn feed(&mut self, item: Item<'_>, fallback_pod: &str) {
+        match item {
+            Item::Skipped(Skip::NotJson) => self.analyzer.skipped(Skipped::NotJson),
+            Item::Skipped(Skip::TooLong) => self.analyzer.skipped(Skipped::TooLong),
+            Item::Skipped(Skip::Truncated) => self.analyzer.skipped(Skipped::Truncated),
+            Item::Json(bytes, prefix_pod) => {
+                self.json(bytes, prefix_pod.unwrap_or(fallback_pod), true)
+            }
+        }
+    }
+
+    fn json(&mut self, bytes: &[u8], pod: &str, may_unwrap: bool) {
+        match parse::parse(bytes) {
+            Parsed::Record(raw) => self.record(&raw, pod),
+            Parsed::Text(text) if may_unwrap => match text.find('{') {
+                Some(i) => self.json(&text.as_bytes()[i..], pod, false),
+                None => self.analyzer.skipped(Skipped::NotRecord),
+            },
+            Parsed::Text(_) | Parsed::NotRecord => self.analyzer.skipped(Skipped::NotRecord),
+            Parsed::Invalid { truncated: true } => self.analyzer.skipped(Skipped::Truncated),
+            Parsed::Invalid { truncated: false } => self.analyzer.skipped(Skipped::InvalidJson),
+        }
+    }
+
+    pub fn findings(&self) -> Vec<Finding> {
+        verdict::findings(&self.analyzer)
+    }
+
+    fn record(&mut self, raw: &parse::RawEntry<'_>, pod: &str) {
+        match Rec::of(raw) {
+            Some(rec) => {
+                if rec.time.is_some() {
+                    self.latest = rec.time;
+                }
+                self.analyzer.record(&rec, pod);
+            }
+            None => self.analyzer.skipped(Skipped::NotRecord),
+        }
+    }
+}
+
+/// Records per verdict check while `--follow` catches up with a backlog.
+const FOLLOW_CHECK_EVERY: u32 = 4096;
+
 /// Runs the report; exit 0 when no hypothesis is confirmed, 1 when one is, 2 on usage errors.
-pub fn main(_args: Args) -> ExitCode {
-    eprintln!("sockproxy report: not implemented yet");
+pub fn main(args: Args) -> ExitCode {
+    let paths: Vec<Option<&Path>> = if args.files.is_empty() {
+        vec![None]
+    } else {
+        args.files
+            .iter()
+            .map(|f| (f.as_os_str() != "-").then_some(f.as_path()))
+            .collect()
+    };
+    if paths.iter().filter(|p| p.is_none()).count() > 1 {
+        return usage("stdin (`-`) can be read only once");
+    }
+    if args.follow && paths.len() > 1 {
+        return usage("--follow reads one input: stdin or one file");
+    }
+    let mut sources = Vec::new();
+    for p in &paths {
+        match Source::open(*p) {
+            Ok(s) => sources.push(s),
+            Err(e) => {
+                let name = p.map_or("stdin".to_string(), |p| p.display().to_string());
+                return usage(&format!("cannot read {name}: {e}"));
+            }
+        }
+    }
+    let stdout = std::io::stdout();
+    let colour = match args.color.as_str() {
+        "always" => true,
+        "never" => false,
+        _ => stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+    };
+    let width = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100);
+    let style = render::Style { colour, width };
+    let out = Output {
+        json: args.json,
+        style,
+        labels: sources.iter().map(|s| s.label.clone()).collect(),
+    };
+    if args.follow {
+        return match sources.pop() {
+            Some(source) => follow(source, out),
+            None => usage("nothing to follow"),
+        };
+    }
+    let mut report = Report::new();
+    for source in &mut sources {
+        let fallback = fallback_pod(&source.label);
+        let result = source.run(false, &mut |item, _| report.feed(item, &fallback));
+        if let Err(e) = result {
+            read_error(&source.label, &e);
+        }
+    }
+    out.finish(&report, false)
+}
+
+/// How the report is written.
+struct Output {
+    json: bool,
+    style: render::Style,
+    labels: Vec<String>,
+}
+
+impl Output {
+    /// Writes the whole report; the exit code follows the verdicts.
+    fn finish(&self, report: &Report, follow: bool) -> ExitCode {
+        let findings = report.findings();
+        let a = &report.analyzer;
+        let text = if self.json {
+            let mut v = render::json(a, &findings, &self.labels);
+            if follow {
+                // One JSON object per line in --follow, this one last.
+                v["event"] = "report".into();
+                format!("{v}\n")
+            } else {
+                format!("{v:#}\n")
+            }
+        } else {
+            render::human(a, &findings, &self.labels, self.style)
+        };
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(text.as_bytes());
+        let _ = stdout.flush();
+        exit_code(&findings)
+    }
+
+    /// `--follow`: prints a line for each verdict that changed since the last call; false
+    /// when nobody reads stdout any more.
+    fn notify_changes(&self, report: &Report, shown: &mut [Verdict]) -> bool {
+        let findings = report.findings();
+        let mut text = String::new();
+        for (f, was) in findings.iter().zip(shown.iter_mut()) {
+            if f.verdict == *was {
+                continue;
+            }
+            let a = &report.analyzer;
+            if self.json {
+                text.push_str(&format!(
+                    "{}\n",
+                    render::change_json(a, report.latest, *was, f)
+                ));
+            } else {
+                text.push_str(&render::change_line(a, report.latest, *was, f, self.style));
+            }
+            *was = f.verdict;
+        }
+        if text.is_empty() {
+            return true;
+        }
+        let mut stdout = std::io::stdout().lock();
+        stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_ok()
+    }
+}
+
+fn exit_code(findings: &[Finding]) -> ExitCode {
+    if findings.iter().any(|f| f.verdict == Verdict::Confirmed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The pod name for records that name none: the file's name.
+fn fallback_pod(label: &str) -> String {
+    Path::new(label)
+        .file_name()
+        .map_or(label.to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+fn read_error(label: &str, e: &std::io::Error) {
+    eprintln!("sockproxy report: {label}: read error, the rest of it is skipped: {e}");
+}
+
+/// What `--follow` keeps between records: the report and the verdicts printed so far.
+struct Following {
+    report: Report,
+    shown: Vec<Verdict>,
+}
+
+/// `--follow`: reads as the input grows, prints each verdict change at once, and the
+/// whole report when the input ends or on Ctrl-C.
+fn follow(mut source: Source, out: Output) -> ExitCode {
+    let state = Arc::new(Mutex::new(Following {
+        report: Report::new(),
+        shown: vec![Verdict::NoEvidence; verdict::TITLES.len()],
+    }));
+    let out = Arc::new(out);
+    on_interrupt({
+        let (state, out) = (state.clone(), out.clone());
+        move || {
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            let Following { report, shown } = &mut *st;
+            out.notify_changes(report, shown);
+            out.finish(report, true)
+        }
+    });
+    let fallback = fallback_pod(&source.label);
+    let mut since_check = 0u32;
+    let mut reader_gone = false;
+    let result = source.run(true, &mut |item, caught_up| {
+        if reader_gone {
+            return;
+        }
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        let Following { report, shown } = &mut *st;
+        report.feed(item, &fallback);
+        since_check += 1;
+        if caught_up || since_check >= FOLLOW_CHECK_EVERY {
+            since_check = 0;
+            reader_gone = !out.notify_changes(report, shown);
+        }
+    });
+    if let Err(e) = result {
+        read_error(&source.label, &e);
+    }
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    let Following { report, shown } = &mut *st;
+    out.notify_changes(report, shown);
+    out.finish(report, true)
+}
+
+/// Runs `then` (which prints the report so far) on SIGINT or SIGTERM, then exits with its
+/// code. Without a signal runtime the defaults stay.
+fn on_interrupt(then: impl FnOnce() -> ExitCode + Send + 'static) {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let Ok(mut term) = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    }) else {
+        return;
+    };
+    let Ok(mut int) = rt.block_on(async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+    }) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        let code = then();
+        // `ExitCode` has no public number; 1 means confirmed, as in the exit code table.
+        let confirmed = code == ExitCode::from(1);
+        std::process::exit(i32::from(confirmed));
+    });
+}
+
+fn usage(msg: &str) -> ExitCode {
+    eprintln!("sockproxy report: {msg}");
     ExitCode::from(2)
 }
