@@ -166,6 +166,8 @@ pub struct H2 {
     pub issued: u64,
     /// Sessions whose later requests all stayed on the issuing pod.
     pub stayed: u64,
+    /// Later requests (and upgrades) of a session on the pod that issued it.
+    pub stayed_uses: u64,
     pub crosses: Vec<Cross>,
     pub crosses_not_kept: u64,
     pub same_pod: Vec<SamePod>,
@@ -316,6 +318,8 @@ struct Hit {
     what: What,
     /// Refusals of this sid on this pod so far.
     refusals: u32,
+    /// Uses of this sid on this pod so far.
+    uses: u32,
 }
 
 /// One use of a sid, borrowed from the record at hand.
@@ -756,6 +760,7 @@ impl Analyzer {
             .or_else(|| entry.seen.iter().position(Option::is_none));
         if let Some(i) = slot {
             let refusals = entry.seen[i].as_ref().map_or(0, |h| h.refusals) + u32::from(refused);
+            let uses = entry.seen[i].as_ref().map_or(0, |h| h.uses) + 1;
             let keep_old = entry.seen[i]
                 .as_ref()
                 .is_some_and(|old| old.refused || !refused);
@@ -767,15 +772,20 @@ impl Analyzer {
                     refused,
                     what: hit.what,
                     refusals,
+                    uses,
                 });
             } else if let Some(old) = entry.seen[i].as_mut() {
                 old.refusals = refusals;
+                old.uses = uses;
             }
         }
         match entry.issued {
             Some((issued_pod, issued_at)) => {
                 if refused && issued_pod != pod {
                     self.h2.foreign_refusals += 1;
+                }
+                if issued_pod == pod {
+                    self.h2.stayed_uses += 1;
                 }
                 join(&mut self.h2, sid, entry, issued_pod, issued_at, hit);
             }
@@ -808,6 +818,8 @@ impl Analyzer {
         for hit in hits.iter().flatten() {
             if hit.pod != pod {
                 self.h2.foreign_refusals += u64::from(hit.refusals);
+            } else {
+                self.h2.stayed_uses += u64::from(hit.uses);
             }
             join(&mut self.h2, sid, entry, pod, at, hit.as_ref());
         }

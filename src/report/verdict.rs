@@ -62,6 +62,11 @@ const FIX_H4: &str = "keep the browser's Host and Origin end to end (nginx `prox
 const FIX_H5: &str = "let sessions end before the pod does: --drain-timeout and terminationGracePeriodSeconds above the longest session, BackendConfig `connectionDraining.drainingTimeoutSec` to match, and rely on the client's reconnect";
 const FIX_H6: &str = "raise the backend service's timeout above the longest session: BackendConfig `timeoutSec` (e.g. 86400) — for websockets it is a hard lifetime limit, and long-polls need more than pingInterval";
 
+/// Later requests of sessions that all stayed on their pod before H2 is ruled out: by
+/// chance, with no affinity and two pods, five in a row stay with odds of 1 in 32 for one
+/// session, and far less across several.
+const MIN_STAYED_USES: u64 = 5;
+
 /// Examples shown for a finding that draws on several kinds of evidence.
 const MAX_SHOWN: usize = 5;
 
@@ -248,11 +253,6 @@ fn earliest(n: usize, examples: impl IntoIterator<Item = Example>) -> Vec<Exampl
 
 fn h2(a: &Analyzer, m: &Moved<'_>) -> Finding {
     let h = &a.h2;
-    let pods_with_sessions = a
-        .pods
-        .iter()
-        .filter(|p| p.handshakes > 0 || p.refusals > 0)
-        .count();
     let crossed = m.affinity.len() as u64 + h.crosses_not_kept;
     let mut f = if crossed > 0 {
         let mut pairs: Vec<(PodId, PodId)> =
@@ -281,13 +281,14 @@ fn h2(a: &Analyzer, m: &Moved<'_>) -> Finding {
             ));
         }
         f
-    } else if a.pods.len() >= 2 && h.stayed > 0 && h.unjoined == 0 {
+    } else if a.pods.len() >= 2 && h.stayed_uses >= MIN_STAYED_USES && h.unjoined == 0 {
         finding(
             1,
             Verdict::RuledOut,
             format!(
-                "{} stayed on the pod that issued them across {} pods; none came back elsewhere",
+                "{} stayed on the pod that issued them ({} later requests; {} pods); none moved",
                 plural(h.stayed, "session", "sessions"),
+                h.stayed_uses,
                 a.pods.len()
             ),
             FIX_H2,
@@ -315,7 +316,7 @@ fn h2(a: &Analyzer, m: &Moved<'_>) -> Finding {
             })
             .collect();
         f
-    } else if pods_with_sessions < 2 && a.pods.len() < 2 {
+    } else if a.pods.len() < 2 {
         finding(
             1,
             Verdict::NoEvidence,
@@ -339,6 +340,7 @@ fn h2(a: &Analyzer, m: &Moved<'_>) -> Finding {
     f.counts = vec![
         ("sids_issued", h.issued),
         ("sessions_stayed", h.stayed),
+        ("requests_stayed", h.stayed_uses),
         ("sids_crossed", crossed),
         ("sids_crossed_after_drain", m.after_drain.len() as u64),
         ("sid_unknown_refusals", h.sid_unknown),
@@ -898,6 +900,172 @@ mod tests {
         for (name, t, p, want) in cases {
             let got = find_cluster(&lifetimes(&t, &p)).map(|c| (c.n, c.tunnels, c.polls));
             assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// The six verdicts (C confirmed, R ruled out, - no evidence) for records given as
+    /// (pod, second, JSON fields after the common ones).
+    fn verdicts_of(records: &[(&str, u32, &str)]) -> String {
+        use crate::report::parse::{Parsed, Rec, parse};
+        let mut a = Analyzer::new();
+        for (pod, sec, fields) in records {
+            let line = format!(
+                r#"{{"time":"2026-11-25T12:{:02}:{:02}.000000Z","pod":"{pod}",{fields}}}"#,
+                sec / 60,
+                sec % 60
+            );
+            let Parsed::Record(raw) = parse(line.as_bytes()) else {
+                panic!("not a record: {line}");
+            };
+            let rec = Rec::of(&raw).expect("a record");
+            a.record(&rec, "?");
+        }
+        findings(&a)
+            .iter()
+            .map(|f| match f.verdict {
+                Verdict::Confirmed => 'C',
+                Verdict::RuledOut => 'R',
+                Verdict::NoEvidence => '-',
+            })
+            .collect()
+    }
+
+    const HANDSHAKE: &str = r#""event":"request","id":"h","method":"GET","sio":{"transport":"polling","sid":"S","handshake":true},"status":200,"headers":{"origin":"https://ide.example.com","host":"ide.example.com"}"#;
+    const POLL: &str = r#""event":"request","id":"p","method":"GET","sio":{"transport":"polling","sid":"S","handshake":false},"status":200"#;
+    const REFUSED: &str = r#""event":"request","id":"r","method":"GET","sio":{"transport":"polling","sid":"S","handshake":false},"status":400,"sio_error":{"code":1,"message":"Session ID unknown"},"flags":["sid_unknown","sid_not_issued_here"]"#;
+    const WS_NO_UPGRADE: &str = r#""event":"request","id":"w","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":400,"headers":{"upgrade":null},"sio_error":{"code":3,"message":"Bad request"},"flags":["upgrade_header_missing"]"#;
+    const UPGRADED: &str = r#""event":"upgrade","id":"u","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":101,"headers":{"upgrade":"websocket","connection":"upgrade"}"#;
+    const HC_404: &str = r#""event":"request","id":"c","method":"GET","path":"/health","status":404,"headers":{"user-agent":"GoogleHC/1.0"},"flags":["health_check"]"#;
+    const HC_200: &str = r#""event":"request","id":"c","method":"GET","path":"/health","status":200,"headers":{"user-agent":"GoogleHC/1.0"},"flags":["health_check"]"#;
+    const FORBIDDEN_MISMATCH: &str = r#""event":"request","id":"f","method":"GET","sio":{"transport":"polling"},"status":403,"headers":{"origin":"http://k8s-ingress.internal","host":"ide.example.com"},"sio_error":{"code":4,"message":"Forbidden"},"flags":["origin_host_mismatch","forbidden"]"#;
+    const FORBIDDEN_NO_ORIGIN: &str = r#""event":"request","id":"f","method":"GET","sio":{"transport":"polling"},"status":403,"headers":{"origin":null,"host":"ide.example.com"},"sio_error":{"code":4,"message":"Forbidden"},"flags":["forbidden"]"#;
+    const LISTENING: &str = r#""event":"listening""#;
+    const DRAINING: &str = r#""event":"draining","open_tunnels":0,"deadline_s":25"#;
+    const STOPPED: &str = r#""event":"stopped","drained":true,"tunnels_closed_by_shutdown":0"#;
+    const CUT: &str = r#""event":"tunnel_closed","id":"u","sio":{"sid":"S"},"duration_ms":2000,"closed_by":"shutdown""#;
+
+    fn closed(id: &str, ms: f64) -> String {
+        format!(
+            r#""event":"tunnel_closed","id":"{id}","duration_ms":{ms},"closed_by":"client","httpRequest":{{"requestUrl":"http://h/socket.io/?EIO=4&transport=websocket"}}"#
+        )
+    }
+
+    #[test]
+    fn rules() {
+        let (t1, t2, t3) = (
+            closed("1", 29_950.0),
+            closed("2", 29_990.0),
+            closed("3", 30_000.0),
+        );
+        let long = closed("4", 45_000.0);
+        type Records<'a> = Vec<(&'a str, u32, &'a str)>;
+        let cases: Vec<(&str, Records, &str)> = vec![
+            ("nothing", vec![], "------"),
+            (
+                "websocket without Upgrade",
+                vec![("a", 1, WS_NO_UPGRADE)],
+                "C-----",
+            ),
+            (
+                "websocket upgraded with its headers",
+                vec![("a", 1, UPGRADED)],
+                "R-----",
+            ),
+            (
+                "both: some path strips it",
+                vec![("a", 1, UPGRADED), ("a", 2, WS_NO_UPGRADE)],
+                "C-----",
+            ),
+            (
+                "sid issued on a, refused on b",
+                vec![("a", 1, HANDSHAKE), ("b", 2, REFUSED)],
+                "-C-R--",
+            ),
+            (
+                "the same, b's records first",
+                vec![("b", 2, REFUSED), ("a", 1, HANDSHAKE)],
+                "-C-R--",
+            ),
+            (
+                "refused on b after a drained: H5",
+                vec![("a", 1, HANDSHAKE), ("a", 2, DRAINING), ("b", 3, REFUSED)],
+                "---RC-",
+            ),
+            (
+                "refused on a after a restarted: H5",
+                vec![
+                    ("a", 0, LISTENING),
+                    ("a", 1, HANDSHAKE),
+                    ("a", 2, LISTENING),
+                    ("a", 3, REFUSED),
+                ],
+                "---RC-",
+            ),
+            (
+                "refused, issued nowhere in the records",
+                vec![("b", 2, REFUSED)],
+                "------",
+            ),
+            (
+                "five later requests stayed, two pods",
+                vec![
+                    ("a", 1, HANDSHAKE),
+                    ("a", 2, POLL),
+                    ("a", 3, POLL),
+                    ("a", 4, POLL),
+                    ("a", 5, POLL),
+                    ("a", 6, POLL),
+                    ("b", 7, LISTENING),
+                ],
+                "-R-R--",
+            ),
+            (
+                "four are not enough",
+                vec![
+                    ("a", 1, HANDSHAKE),
+                    ("a", 2, POLL),
+                    ("a", 3, POLL),
+                    ("a", 4, POLL),
+                    ("a", 5, POLL),
+                    ("b", 7, LISTENING),
+                ],
+                "---R--",
+            ),
+            (
+                "health check 404",
+                vec![("a", 1, HC_404), ("a", 2, HC_200)],
+                "--C---",
+            ),
+            ("health checks 200", vec![("a", 1, HC_200)], "--R---"),
+            (
+                "Forbidden with Origin ≠ Host",
+                vec![("a", 1, FORBIDDEN_MISMATCH), ("a", 2, HANDSHAKE)],
+                "---C--",
+            ),
+            (
+                "Forbidden without Origin is not H4",
+                vec![("a", 1, FORBIDDEN_NO_ORIGIN)],
+                "------",
+            ),
+            (
+                "tunnel cut by the drain",
+                vec![("a", 1, UPGRADED), ("a", 2, DRAINING), ("a", 3, CUT)],
+                "R---C-",
+            ),
+            (
+                "drained, nothing cut",
+                vec![("a", 1, DRAINING), ("a", 2, STOPPED)],
+                "----R-",
+            ),
+            (
+                "three tunnels at 30 s",
+                vec![("a", 31, &t1), ("a", 32, &t2), ("a", 33, &t3)],
+                "-----C",
+            ),
+            ("a tunnel outlived 30 s", vec![("a", 46, &long)], "-----R"),
+        ];
+        for (name, records, want) in cases {
+            assert_eq!(verdicts_of(&records), want, "{name}");
         }
     }
 
