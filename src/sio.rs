@@ -92,7 +92,7 @@ pub struct SioError {
 }
 
 /// engine.io's `Server.errorMessages`, index = code.
-const ERROR_MESSAGES: [&str; 6] = [
+pub const ERROR_MESSAGES: [&str; 6] = [
     "Transport unknown",
     "Session ID unknown",
     "Bad handshake method",

@@ -291,22 +291,15 @@ impl What {
         let method = ["?", "GET", "POST"][usize::from(self.method.min(2))];
         let mut s = format!("{method} {t} {}", status_text(self.status));
         if let Some(c) = self.code {
-            let m = ENGINE_IO_ERRORS.get(c as usize).copied().unwrap_or("error");
+            let m = crate::sio::ERROR_MESSAGES
+                .get(c as usize)
+                .copied()
+                .unwrap_or("error");
             s.push_str(&format!(" {m} (code {c})"));
         }
         s
     }
 }
-
-/// engine.io's error messages by code.
-const ENGINE_IO_ERRORS: [&str; 6] = [
-    "Transport unknown",
-    "Session ID unknown",
-    "Bad handshake method",
-    "Bad request",
-    "Forbidden",
-    "Unsupported protocol version",
-];
 
 /// One use of a sid, as kept in the join table.
 #[derive(Clone, Debug)]

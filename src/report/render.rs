@@ -23,16 +23,6 @@ const SHORT_TITLES: [&str; 6] = [
     "timeout",
 ];
 
-const ENGINE_IO: [&str; 7] = [
-    "Transport unknown",
-    "Session ID unknown",
-    "Bad handshake method",
-    "Bad request",
-    "Forbidden",
-    "Unsupported protocol version",
-    "other",
-];
-
 impl Style {
     fn paint(&self, code: &str, s: &str) -> String {
         if self.colour {
@@ -280,7 +270,13 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
         .filter(|(_, n)| **n > 0)
         .map(|(c, n)| {
             if c < 6 {
-                format!("{n} × {} (code {c})", ENGINE_IO[c])
+                format!(
+                    "{n} × {} (code {c})",
+                    crate::sio::ERROR_MESSAGES
+                        .get(c)
+                        .copied()
+                        .unwrap_or("other")
+                )
             } else {
                 format!("{n} × other")
             }
