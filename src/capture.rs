@@ -5,7 +5,9 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use crate::config::{MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
+use std::borrow::Cow;
+
+use crate::config::{MAX_LOGGED_HEADER_BYTES, MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
 
 /// Request headers always present in a record, `null` when absent (contract §2).
 pub const REQUEST_ALWAYS: [HeaderName; 6] = [
@@ -112,14 +114,15 @@ impl Serialize for Snapshot {
 /// Captures the request headers the contract lists, plus `extra` (`--capture-header`).
 pub fn request(headers: &HeaderMap, extra: &[HeaderName]) -> Snapshot {
     let mut out = Vec::with_capacity(REQUEST_ALWAYS.len() + 4);
+    let mut budget = MAX_LOGGED_HEADER_BYTES;
     for name in &REQUEST_ALWAYS {
-        out.push((name.clone(), take(headers, name)));
+        out.push((name.clone(), take(headers, name, &mut budget)));
     }
     for name in REQUEST_WHEN_SENT.iter().chain(extra) {
         if out.iter().any(|(n, _)| n == name) {
             continue;
         }
-        let v = take(headers, name);
+        let v = take(headers, name, &mut budget);
         if v != Logged::Absent {
             out.push((name.clone(), v));
         }
@@ -130,11 +133,12 @@ pub fn request(headers: &HeaderMap, extra: &[HeaderName]) -> Snapshot {
 /// Captures the response headers the contract lists, plus `extra`.
 pub fn response(headers: &HeaderMap, extra: &[HeaderName]) -> Snapshot {
     let mut out = Vec::new();
+    let mut budget = MAX_LOGGED_HEADER_BYTES;
     for name in RESPONSE_WHEN_SENT.iter().chain(extra) {
         if out.iter().any(|(n, _): &(HeaderName, Logged)| n == name) {
             continue;
         }
-        let v = take(headers, name);
+        let v = take(headers, name, &mut budget);
         if v != Logged::Absent {
             out.push((name.clone(), v));
         }
@@ -142,30 +146,38 @@ pub fn response(headers: &HeaderMap, extra: &[HeaderName]) -> Snapshot {
     Snapshot(out)
 }
 
-fn take(headers: &HeaderMap, name: &HeaderName) -> Logged {
+/// `budget` is what is left of the message's [`MAX_LOGGED_HEADER_BYTES`]: once it is
+/// spent, values are logged as their truncation marker only, so a record stays bounded
+/// however many large headers a message carries.
+fn take(headers: &HeaderMap, name: &HeaderName, budget: &mut usize) -> Logged {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Logged::Absent;
     };
-    let first = render(name, first);
+    let first = render(name, first, budget);
     match values.next() {
         None => Logged::One(first),
         Some(second) => {
-            let mut all = vec![first, render(name, second)];
-            all.extend(
-                values
-                    .take(MAX_LOGGED_REPEATS.saturating_sub(2))
-                    .map(|v| render(name, v)),
-            );
+            let mut all = vec![first, render(name, second, budget)];
+            for v in values.take(MAX_LOGGED_REPEATS.saturating_sub(2)) {
+                all.push(render(name, v, budget));
+            }
             Logged::Many(all)
         }
     }
 }
 
 /// The logged form of one value: redacted where secret, text, size-bounded.
-fn render(name: &HeaderName, value: &HeaderValue) -> String {
+fn render(name: &HeaderName, value: &HeaderValue, budget: &mut usize) -> String {
+    let limit = MAX_LOGGED_VALUE_BYTES.min(*budget);
+    let out = truncate_to(redacted(name, value), limit);
+    *budget = budget.saturating_sub(out.len());
+    out
+}
+
+fn redacted(name: &HeaderName, value: &HeaderValue) -> String {
     let text = text(value.as_bytes());
-    let text = if name == header::COOKIE {
+    if name == header::COOKIE {
         redact_cookie(&text)
     } else if name == header::SET_COOKIE {
         redact_set_cookie(&text)
@@ -173,8 +185,7 @@ fn render(name: &HeaderName, value: &HeaderValue) -> String {
         REDACTED.to_string()
     } else {
         text
-    };
-    truncate(text)
+    }
 }
 
 /// Header bytes as a string: UTF-8 when valid, otherwise each byte as the Latin-1
@@ -186,11 +197,17 @@ pub fn text(bytes: &[u8]) -> String {
     }
 }
 
-fn truncate(mut s: String) -> String {
-    if s.len() <= MAX_LOGGED_VALUE_BYTES {
+/// `s` cut to [`MAX_LOGGED_VALUE_BYTES`] (on a character boundary), with a marker
+/// `…[truncated, N bytes]` naming the original length.
+pub fn truncate(s: String) -> String {
+    truncate_to(s, MAX_LOGGED_VALUE_BYTES)
+}
+
+fn truncate_to(mut s: String, limit: usize) -> String {
+    if s.len() <= limit {
         return s;
     }
-    let mut cut = MAX_LOGGED_VALUE_BYTES;
+    let mut cut = limit;
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -220,6 +237,35 @@ pub fn redact_set_cookie(value: &str) -> String {
         Some((pair, attrs)) => format!("{};{attrs}", redact_pair(pair)),
         None => redact_pair(value),
     }
+}
+
+/// `a=1&access_token=xyz` → `a=1&access_token=<redacted>`: the value of every
+/// parameter named in `names` (lower-case; compared case-insensitively, after
+/// percent-decoding the name) is replaced; everything else is kept byte for byte.
+pub fn redact_query<'a>(query: &'a str, names: &[String]) -> Cow<'a, str> {
+    let secret = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        let name = crate::sio::percent_decode(name);
+        pair.contains('=') && names.iter().any(|n| n.eq_ignore_ascii_case(&name))
+    };
+    if names.is_empty() || !query.split('&').any(secret) {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len());
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => {
+                out.push_str(name);
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            _ => out.push_str(pair),
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn redact_pair(pair: &str) -> String {

@@ -10,8 +10,6 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use http::uri::Authority;
 
-/// How long an upstream TCP connect may take before sockproxy answers 504 itself.
-pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled upstream connections are closed after this long. Node's default
 /// `keepAliveTimeout` is 5 s: staying below it avoids sending a request on a
 /// connection the upstream is closing at the same moment.
@@ -28,11 +26,18 @@ pub const TUNNEL_BUFFER_BYTES: usize = 16 * 1024;
 pub const SID_REGISTRY_CAPACITY: usize = 65_536;
 /// A captured header value longer than this is cut, with a marker saying so.
 pub const MAX_LOGGED_VALUE_BYTES: usize = 4096;
+/// All logged header values of one message together stay under this; values past it
+/// are logged as their truncation marker only.
+pub const MAX_LOGGED_HEADER_BYTES: usize = 32 * 1024;
 /// A header repeated more often than this is logged with its first values only.
 pub const MAX_LOGGED_REPEATS: usize = 32;
-/// Most headers one message may carry: Node's (theia's) `maxHeadersCount` default, so
-/// sockproxy never refuses a request theia would have taken (hyper's default is 100).
-pub const MAX_HEADERS: usize = 2000;
+/// Most headers an upstream response may carry: Node's `maxHeadersCount` default.
+pub const UPSTREAM_MAX_HEADERS: usize = 2000;
+/// Query parameters whose values are `<redacted>` in records by default (`--redact-query`).
+pub const DEFAULT_REDACTED_QUERY: &str = "token,access_token,id_token,refresh_token,auth,authorization,api_key,apikey,password,secret,signature,sig";
+/// After a failed `accept` (EMFILE, ENFILE, ENOBUFS …), wait this long before the next
+/// one: the pending connection stays in the backlog, and the loop never spins a core.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Records waiting for the stdout writer; when full, records are counted, not queued.
 pub const SINK_QUEUE_RECORDS: usize = 16_384;
 /// After the drain deadline, how long closed tunnels get to write their records.
@@ -105,7 +110,39 @@ pub struct RunArgs {
     /// GCP project id: records carry `logging.googleapis.com/trace`.
     #[arg(long, env = "GOOGLE_CLOUD_PROJECT", value_name = "ID", value_parser = parse_project)]
     pub gcp_project: Option<String>,
+    /// How long a request head may take, counted from when sockproxy starts waiting
+    /// for it: a new connection, or the end of the previous response on a kept-alive
+    /// one (so this is also the idle keep-alive timeout; above nginx's upstream
+    /// `keepalive_timeout` of 60 s so nginx closes idle connections first). 0 disables.
+    #[arg(long, env = "SOCKPROXY_HEADER_TIMEOUT", default_value = "75", value_name = "SECS", value_parser = parse_secs)]
+    pub header_timeout: Duration,
+    /// Largest request head (request line + headers) accepted; larger gets 431.
+    #[arg(long, env = "SOCKPROXY_MAX_HEADER_BYTES", default_value = "65536", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub max_header_bytes: u32,
+    /// Most header lines one request may carry; more gets 431. The default is Node's
+    /// (theia's) `maxHeadersCount`, so sockproxy never refuses what theia would take.
+    #[arg(long, env = "SOCKPROXY_MAX_HEADERS", default_value = "2000", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_headers: u32,
+    /// How long a TCP connect to the upstream may take before sockproxy answers 504.
+    #[arg(long, env = "SOCKPROXY_CONNECT_TIMEOUT", default_value = "10", value_name = "SECS", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+    /// Most client connections (tunnels included) open at once; at the limit sockproxy
+    /// stops accepting (the kernel's backlog holds new ones) until one closes.
+    #[arg(long, env = "SOCKPROXY_MAX_CONNECTIONS", default_value = "10000", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_connections: u32,
+    /// Close a tunnel after this long without a byte either way (`closed_by:
+    /// idle_timeout`). 0, the default, leaves idle tunnels to the load balancer.
+    #[arg(long, env = "SOCKPROXY_TUNNEL_IDLE_TIMEOUT", default_value = "0", value_name = "SECS", value_parser = parse_secs)]
+    pub tunnel_idle_timeout: Duration,
+    /// Query parameters whose values are written `<redacted>` in `query` and
+    /// `httpRequest.requestUrl` (comma list, case-insensitive; `none` for no redaction).
+    #[arg(long, env = "SOCKPROXY_REDACT_QUERY", default_value = DEFAULT_REDACTED_QUERY, value_name = "NAMES", value_parser = parse_name_list)]
+    pub redact_query: NameList,
 }
+
+/// A comma list of names (`--redact-query`), lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameList(pub Vec<String>);
 
 /// Where the admin listener binds, if anywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +164,16 @@ pub struct Config {
     pub pod_header: bool,
     pub workers: Option<usize>,
     pub gcp_project: Option<String>,
+    /// `None` when disabled (0).
+    pub header_timeout: Option<Duration>,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub connect_timeout: Duration,
+    pub max_connections: usize,
+    /// `None` when disabled (0, the default).
+    pub tunnel_idle_timeout: Option<Duration>,
+    /// Lower-case query parameter names whose values are redacted in records.
+    pub redact_query: Vec<String>,
     /// `POD_NAME` from the downward API.
     pub pod: Option<String>,
     /// `POD_IP` from the downward API.
@@ -153,6 +200,13 @@ impl Config {
             pod_header: args.pod_header,
             workers: args.workers.map(usize::from),
             gcp_project: args.gcp_project,
+            header_timeout: nonzero(args.header_timeout),
+            max_header_bytes: args.max_header_bytes as usize,
+            max_headers: args.max_headers as usize,
+            connect_timeout: args.connect_timeout,
+            max_connections: args.max_connections as usize,
+            tunnel_idle_timeout: nonzero(args.tunnel_idle_timeout),
+            redact_query: args.redact_query.0,
             pod,
             pod_ip,
         }
@@ -230,6 +284,25 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+fn parse_name_list(s: &str) -> Result<NameList, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(NameList::default());
+    }
+    let names: Vec<String> = s
+        .split(',')
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err("expected a comma list of query parameter names, or `none`".into());
+    }
+    Ok(NameList(names))
+}
+
 fn parse_sio_path(s: &str) -> Result<String, String> {
     if s.is_empty() || !s.starts_with('/') {
         return Err("expected a path starting with `/`, e.g. /socket.io/".into());
@@ -266,6 +339,13 @@ pub fn env_of_flag(flag: &str) -> Option<&'static str> {
         "--pod-header" => "SOCKPROXY_POD_HEADER",
         "--workers" => "SOCKPROXY_WORKERS",
         "--gcp-project" => "GOOGLE_CLOUD_PROJECT",
+        "--header-timeout" => "SOCKPROXY_HEADER_TIMEOUT",
+        "--max-header-bytes" => "SOCKPROXY_MAX_HEADER_BYTES",
+        "--max-headers" => "SOCKPROXY_MAX_HEADERS",
+        "--connect-timeout" => "SOCKPROXY_CONNECT_TIMEOUT",
+        "--max-connections" => "SOCKPROXY_MAX_CONNECTIONS",
+        "--tunnel-idle-timeout" => "SOCKPROXY_TUNNEL_IDLE_TIMEOUT",
+        "--redact-query" => "SOCKPROXY_REDACT_QUERY",
         _ => return None,
     })
 }
@@ -290,6 +370,44 @@ mod tests {
         assert!(a.capture_headers.is_empty());
         assert!(!a.pod_header);
         assert_eq!(a.workers, None);
+        let c = Config::from_parts(a, None, None);
+        assert_eq!(c.header_timeout, Some(Duration::from_secs(75)));
+        assert_eq!((c.max_header_bytes, c.max_headers), (65536, 2000));
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.tunnel_idle_timeout, None);
+        assert!(c.redact_query.iter().any(|n| n == "access_token"));
+    }
+
+    #[test]
+    fn limits_and_redaction_lists() {
+        let c = Config::from_parts(
+            parse(&[
+                "--header-timeout",
+                "0",
+                "--tunnel-idle-timeout",
+                "300",
+                "--redact-query",
+                " Token , ,X-Key",
+            ])
+            .unwrap(),
+            None,
+            None,
+        );
+        assert_eq!(c.header_timeout, None);
+        assert_eq!(c.tunnel_idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(c.redact_query, ["token", "x-key"]);
+        let none = parse(&["--redact-query", "none"]).unwrap();
+        assert!(none.redact_query.0.is_empty());
+        for args in [
+            &["--max-header-bytes", "100"][..],
+            &["--max-connections", "0"],
+            &["--max-headers", "0"],
+            &["--redact-query", ","],
+            &["--connect-timeout", "forever"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
     }
 
     #[test]
@@ -362,6 +480,13 @@ mod tests {
             "--pod-header",
             "--workers",
             "--gcp-project",
+            "--header-timeout",
+            "--max-header-bytes",
+            "--max-headers",
+            "--connect-timeout",
+            "--max-connections",
+            "--tunnel-idle-timeout",
+            "--redact-query",
         ] {
             assert!(env_of_flag(f).is_some(), "{f}");
         }

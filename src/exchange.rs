@@ -13,11 +13,36 @@ use crate::proxy::Shared;
 use crate::record::{self, Event, Exchange, HttpRequest, Outcome, Record, Severity, Trace};
 use crate::sio::{self, Sio};
 
-/// Who the client connection is.
+/// Who the client connection is; holds its `--max-connections` slot until the
+/// connection and any tunnel it became are gone.
 #[derive(Debug)]
 pub struct ConnInfo {
     pub conn: u64,
     pub client: std::net::SocketAddr,
+    requests: std::sync::atomic::AtomicU64,
+    _slot: crate::server::Slot,
+}
+
+impl ConnInfo {
+    pub fn new(conn: u64, client: std::net::SocketAddr, slot: crate::server::Slot) -> Self {
+        ConnInfo {
+            conn,
+            client,
+            requests: Default::default(),
+            _slot: slot,
+        }
+    }
+
+    /// Counts a request head received on this connection.
+    pub fn count_request(&self) {
+        self.requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Request heads received on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The fields of an exchange gathered before the record is written.

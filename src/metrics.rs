@@ -77,6 +77,10 @@ pub struct Metrics {
     records_not_written: Counter,
     pub requests_in_flight: Gauge,
     pub draining: Gauge,
+    client_errors: Family<KindLabels, Counter>,
+    pub connections_open: Gauge,
+    pub accept_errors: Counter,
+    pub accept_paused: Counter,
 }
 
 impl Default for Metrics {
@@ -170,6 +174,31 @@ impl Metrics {
             "Exchanges in progress",
             requests_in_flight.clone(),
         );
+        let client_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "client_errors",
+            "Client connections refused or closed by sockproxy's own limits, by kind \
+             (bad_request, head_too_large, header_timeout)",
+            client_errors.clone(),
+        );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open, tunnels included",
+            connections_open.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts (EMFILE and friends), each followed by a short back-off",
+            accept_errors.clone(),
+        );
+        let accept_paused = Counter::default();
+        registry.register(
+            "accept_paused",
+            "Times accepting paused because --max-connections was reached",
+            accept_paused.clone(),
+        );
         let draining = Gauge::default();
         registry.register(
             "draining",
@@ -192,6 +221,10 @@ impl Metrics {
             records_not_written,
             requests_in_flight,
             draining,
+            client_errors,
+            connections_open,
+            accept_errors,
+            accept_paused,
         }
     }
 
@@ -219,6 +252,11 @@ impl Metrics {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();
+    }
+
+    /// Counts one client connection ended by sockproxy's own parser or limits.
+    pub fn client_error(&self, kind: &'static str) {
+        self.client_errors.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// The two live byte counters of tunnels: client→upstream, upstream→client.

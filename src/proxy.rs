@@ -26,9 +26,7 @@ use tracing::Instrument;
 
 use crate::body::{RequestBody, RequestProgress, ResponseBody};
 use crate::capture;
-use crate::config::{
-    Config, MAX_HEADERS, SID_REGISTRY_CAPACITY, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_POOL_IDLE,
-};
+use crate::config::{Config, SID_REGISTRY_CAPACITY, UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
 use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
@@ -57,10 +55,10 @@ impl Shared {
     pub fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(UPSTREAM_CONNECT_TIMEOUT));
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
         let client = Client::builder(TokioExecutor::new())
             .http1_preserve_header_case(true)
-            .http1_max_headers(MAX_HEADERS)
+            .http1_max_headers(UPSTREAM_MAX_HEADERS)
             .set_host(false)
             .pool_idle_timeout(UPSTREAM_POOL_IDLE)
             .pool_timer(TokioTimer::new())
@@ -105,6 +103,7 @@ impl Shared {
         mut req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
+        conn.count_request();
         let token = self.drain.request();
         let id = self.next_id();
         let span = tracing::debug_span!("exchange", id = %id);
@@ -133,9 +132,13 @@ impl Shared {
                 Box::new(Draft {
                     id,
                     conn,
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_string(),
-                    query: parts.uri.query().map(str::to_string),
+                    method: capture::truncate(parts.method.to_string()),
+                    path: capture::truncate(parts.uri.path().to_string()),
+                    query: parts.uri.query().map(|q| {
+                        capture::truncate(
+                            capture::redact_query(q, &self.cfg.redact_query).into_owned(),
+                        )
+                    }),
                     sio,
                     headers,
                     trace,
@@ -335,6 +338,7 @@ impl Shared {
                             want_sid,
                             move |sid| sids.sids.insert(sid),
                             shared.drain.closing(),
+                            shared.cfg.tunnel_idle_timeout,
                         )
                         .await
                     }

@@ -50,6 +50,8 @@ pub enum ClosedBy {
     Upstream,
     Shutdown,
     Error,
+    /// No byte either way for `--tunnel-idle-timeout` (extension).
+    IdleTimeout,
 }
 
 impl ClosedBy {
@@ -60,6 +62,7 @@ impl ClosedBy {
             ClosedBy::Upstream => "upstream",
             ClosedBy::Shutdown => "shutdown",
             ClosedBy::Error => "error",
+            ClosedBy::IdleTimeout => "idle_timeout",
         }
     }
 }
@@ -83,6 +86,8 @@ pub enum Event {
     Stopped(Stopped),
     RecordsDropped(RecordsDropped),
     StartupFailed(StartupFailed),
+    ClientError(ClientError),
+    ConnectionLimit(ConnectionLimit),
 }
 
 impl Event {
@@ -97,6 +102,8 @@ impl Event {
             Event::Stopped(_) => "stopped",
             Event::RecordsDropped(_) => "records_dropped",
             Event::StartupFailed(_) => "startup_failed",
+            Event::ClientError(_) => "client_error",
+            Event::ConnectionLimit(_) => "connection_limit",
         }
     }
 
@@ -110,6 +117,8 @@ impl Event {
             Event::Stopped(e) => serde_json::to_writer(out, e),
             Event::RecordsDropped(e) => serde_json::to_writer(out, e),
             Event::StartupFailed(e) => serde_json::to_writer(out, e),
+            Event::ClientError(e) => serde_json::to_writer(out, e),
+            Event::ConnectionLimit(e) => serde_json::to_writer(out, e),
         }
     }
 }
@@ -124,6 +133,25 @@ pub struct Listening {
     pub sio_path: String,
     pub log_all: bool,
     pub drain_timeout_s: f64,
+}
+
+/// `client_error` (extension): a client connection that sent something sockproxy (like
+/// theia's own HTTP parser) refuses, answered by sockproxy and never forwarded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientError {
+    pub conn: u64,
+    pub client: String,
+    /// `bad_request` (400) or `head_too_large` (431).
+    pub error_kind: &'static str,
+    pub error: String,
+    /// The status sockproxy answered with.
+    pub status: u16,
+}
+
+/// `connection_limit` (extension): `--max-connections` reached, accepting paused.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionLimit {
+    pub max_connections: usize,
 }
 
 /// `request` and `upgrade`: one exchange.

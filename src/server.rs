@@ -8,16 +8,93 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::config::{Config, MAX_HEADERS, SHUTDOWN_GRACE};
+use crate::config::{ACCEPT_BACKOFF, Config, SHUTDOWN_GRACE};
 use crate::exchange::ConnInfo;
 use crate::proxy::Shared;
-use crate::record::{Draining, Event, Listening, Record, Severity, Stopped};
+use crate::record::{
+    ClientError, ConnectionLimit, Draining, Event, Listening, Record, Severity, Stopped,
+};
 use crate::sink::Sink;
+
+/// At most one `connection_limit` record per this long while the limit holds.
+const LIMIT_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// A client connection's place under `--max-connections`, held until the connection
+/// and any tunnel it became are gone.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, shared: &Shared) -> Self {
+        shared.metrics.connections_open.inc();
+        Slot {
+            _permit: permit,
+            open: shared.metrics.connections_open.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// A client connection that ended with an error of its own making: an unparsable or
+/// too large head (hyper answered 400/431 and nothing was forwarded), or no head within
+/// `--header-timeout`. Counted always; recorded unless it is an idle keep-alive
+/// connection timing out after its requests (normal life, not an error).
+fn client_error(shared: &Shared, info: &ConnInfo, e: &hyper::Error) {
+    let (kind, status) = if e.is_parse_too_large() {
+        ("head_too_large", 431)
+    } else if e.is_parse() || e.is_parse_status() {
+        ("bad_request", 400)
+    } else if e.is_timeout() {
+        ("header_timeout", 0)
+    } else {
+        tracing::debug!(error = %e, "client connection ended with an error");
+        return;
+    };
+    if status == 0 && info.requests() > 0 {
+        tracing::debug!("idle keep-alive connection closed by --header-timeout");
+        shared.metrics.client_error("idle_timeout");
+        return;
+    }
+    shared.metrics.client_error(kind);
+    let error = if status == 0 {
+        "no complete request head within --header-timeout".to_string()
+    } else {
+        e.to_string()
+    };
+    shared.sink.emit(Record {
+        severity: Severity::Warning,
+        message: format!(
+            "client {} conn {}: {error}{}",
+            info.client,
+            info.conn,
+            if status == 0 {
+                String::new()
+            } else {
+                format!(" (answered {status}, nothing forwarded)")
+            }
+        ),
+        event: Event::ClientError(ClientError {
+            conn: info.conn,
+            client: info.client.to_string(),
+            error_kind: kind,
+            error,
+            status,
+        }),
+    });
+}
 
 /// How the run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,25 +142,60 @@ pub async fn run(
     builder
         .preserve_header_case(true)
         .auto_date_header(false)
-        .max_headers(MAX_HEADERS)
-        .timer(TokioTimer::new());
+        .max_headers(cfg.max_headers)
+        .max_header_size(cfg.max_header_bytes)
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout);
     let (drain_tx, drain_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
     let mut conn_no: u64 = 0;
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut limit_reported: Option<Instant> = None;
 
     loop {
+        // A free connection slot first: at --max-connections, accepting pauses (the
+        // kernel's backlog holds new connections) until a connection or tunnel closes.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                shared.metrics.accept_paused.inc();
+                if limit_reported.is_none_or(|t| t.elapsed() >= LIMIT_REPORT_EVERY) {
+                    limit_reported = Some(Instant::now());
+                    sink.emit(Record {
+                        severity: Severity::Warning,
+                        message: format!(
+                            "{} connections open (--max-connections): accepting paused until one closes",
+                            cfg.max_connections
+                        ),
+                        event: Event::ConnectionLimit(ConnectionLimit {
+                            max_connections: cfg.max_connections,
+                        }),
+                    });
+                }
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => {
+                        permit.expect("the connection semaphore is never closed")
+                    }
+                    Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                    _ = signals.recv() => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     conn_no += 1;
                     let _ = stream.set_nodelay(true);
-                    let info = Arc::new(ConnInfo { conn: conn_no, client });
+                    let info = Arc::new(ConnInfo::new(conn_no, client, Slot::new(permit, &shared)));
                     let shared = shared.clone();
                     let builder = builder.clone();
                     let mut drain_rx = drain_rx.clone();
                     let span = tracing::debug_span!("conn", conn = conn_no, client = %client);
                     conns.spawn(async move {
-                        let svc = service_fn(move |req| shared.clone().handle(info.clone(), req));
+                        let svc = {
+                            let (shared, info) = (shared.clone(), info.clone());
+                            service_fn(move |req| shared.clone().handle(info.clone(), req))
+                        };
                         let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                         tokio::pin!(conn);
                         let done = tokio::select! {
@@ -94,14 +206,15 @@ pub async fn run(
                             }
                         };
                         if let Err(e) = done {
-                            tracing::debug!(error = %e, "client connection ended with an error");
+                            client_error(&shared, &info, &e);
                         }
                     }.instrument(span));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning, then go on.
+                    shared.metrics.accept_errors.inc();
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

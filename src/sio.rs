@@ -34,7 +34,7 @@ impl Sio {
                 _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(percent_decode(value).into_owned());
+                *slot = Some(crate::capture::truncate(percent_decode(value).into_owned()));
             }
         }
         sio
@@ -57,7 +57,8 @@ pub fn is_sio_path(path: &str, sio_path: &str) -> bool {
     path.contains(sio_path)
 }
 
-fn percent_decode(s: &str) -> Cow<'_, str> {
+/// `%XX` and `+` decoded (lossy on invalid UTF-8); borrowed when nothing changes.
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(s);
     }

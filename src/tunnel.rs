@@ -10,7 +10,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
@@ -36,7 +36,8 @@ pub struct Spliced {
     pub ended: Instant,
 }
 
-/// Splices `client` and `upstream` until both are done, one fails, or `shutdown` resolves.
+/// Splices `client` and `upstream` until both are done, one fails, `shutdown` resolves,
+/// or (with `idle`) no byte moved either way for that long (`closed_by: idle_timeout`).
 ///
 /// With `want_sid`, the first upstream→client frame is looked at (never changed) for an
 /// engine.io open packet; `on_sid` is called as soon as one is found.
@@ -47,7 +48,13 @@ pub async fn splice(
     want_sid: bool,
     on_sid: impl Fn(&str) + Send + Sync,
     shutdown: impl Future<Output = ()> + Send,
+    idle: Option<Duration>,
 ) -> Spliced {
+    let activity = Activity {
+        opened: tokio::time::Instant::now(),
+        last_ms: AtomicU64::new(0),
+        tracked: idle.is_some(),
+    };
     let (mut client_rd, mut client_wr, client_prefix) = open(client);
     let (mut upstream_rd, mut upstream_wr, upstream_prefix) = open(upstream);
     let [c2u_total, u2c_total] = totals;
@@ -70,7 +77,10 @@ pub async fn splice(
             &mut upstream_wr,
             ClosedBy::Client,
             ClosedBy::Upstream,
-            &counts[0],
+            Meter {
+                count: &counts[0],
+                activity: &activity,
+            },
             client_prefix,
             None,
         );
@@ -79,11 +89,15 @@ pub async fn splice(
             &mut client_wr,
             ClosedBy::Upstream,
             ClosedBy::Client,
-            &counts[1],
+            Meter {
+                count: &counts[1],
+                activity: &activity,
+            },
             upstream_prefix,
             peek.as_mut().map(|p| (p, &on_sid as &OnSid<'_>)),
         );
-        tokio::pin!(c2u, u2c, shutdown);
+        let idle_watch = activity.idle_for(idle);
+        tokio::pin!(c2u, u2c, shutdown, idle_watch);
         let (mut c2u_done, mut u2c_done) = (false, false);
         while !(c2u_done && u2c_done) {
             let ended = tokio::select! {
@@ -91,6 +105,10 @@ pub async fn splice(
                 r = &mut u2c, if !u2c_done => { u2c_done = true; r }
                 () = &mut shutdown => {
                     first.get_or_insert((ClosedBy::Shutdown, None));
+                    break;
+                }
+                () = &mut idle_watch => {
+                    first.get_or_insert((ClosedBy::IdleTimeout, None));
                     break;
                 }
             };
@@ -133,7 +151,7 @@ async fn pump(
     wr: &mut Writer,
     from: ClosedBy,
     to: ClosedBy,
-    count: &Count,
+    meter: Meter<'_>,
     prefix: Bytes,
     mut peek: Option<(&mut Peek, &OnSid<'_>)>,
 ) -> End {
@@ -141,7 +159,8 @@ async fn pump(
         if let Some((p, on_sid)) = peek.as_mut() {
             p.look(&prefix, *on_sid);
         }
-        if let Err(e) = write_counted(wr, &prefix, count).await {
+        meter.activity.touch();
+        if let Err(e) = write_counted(wr, &prefix, meter.count).await {
             return End::Failed(to, e);
         }
     }
@@ -162,10 +181,51 @@ async fn pump(
                 peek = None;
             }
         }
-        if let Err(e) = write_counted(wr, &buf, count).await {
+        meter.activity.touch();
+        if let Err(e) = write_counted(wr, &buf, meter.count).await {
             return End::Failed(to, e);
         }
         buf.clear();
+    }
+}
+
+/// What one direction updates as bytes move.
+#[derive(Clone, Copy)]
+struct Meter<'a> {
+    count: &'a Count,
+    activity: &'a Activity,
+}
+
+/// When a byte last moved either way, for `--tunnel-idle-timeout` (the clock is read
+/// only when the timeout is on).
+struct Activity {
+    opened: tokio::time::Instant,
+    /// Milliseconds from `opened` to the last read that carried data.
+    last_ms: AtomicU64,
+    tracked: bool,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if self.tracked {
+            let ms = self.opened.elapsed().as_millis() as u64;
+            self.last_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves once nothing moved for `idle`; never without one.
+    async fn idle_for(&self, idle: Option<Duration>) {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let due = self.opened + last + idle;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
     }
 }
 

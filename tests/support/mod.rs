@@ -256,3 +256,51 @@ pub async fn pending_long_poll(proxy: SocketAddr, up: &mut RawUpstream) -> (TcpS
     read_head(&mut conn, &mut Vec::new()).await;
     (client, conn)
 }
+
+/// GET `path` on a fresh connection: status, content type, body.
+pub async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+    let mut c = send_raw(
+        addr,
+        format!("{method} {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let resp = String::from_utf8(read_to_end(&mut c).await).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let status = head[9..12].parse().unwrap();
+    let ctype = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    (status, ctype, body.to_string())
+}
+
+/// Parses /metrics with prometheus-parse; returns `name{labels}` → value for counters
+/// and gauges, and `name_count` for histograms.
+pub async fn scrape(admin: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let (status, ctype, body) = get(admin, "GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(ctype.starts_with("application/openmetrics-text"), "{ctype}");
+    let lines = body.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let mut out = std::collections::HashMap::new();
+    for s in scrape.samples {
+        let mut labels: Vec<_> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let key = format!("{}{{{}}}", s.metric, labels.join(","));
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        out.insert(key, v);
+    }
+    out
+}

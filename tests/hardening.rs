@@ -1,0 +1,553 @@
+//! Hostile clients and failing upstreams, over real loopback sockets: request smuggling
+//! attempts (asserting what the upstream actually received), limits and timeouts, and
+//! faults on either side. Each test fails without the protection it names.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+const POLL: &str = "/socket.io/?EIO=4&transport=polling&sid=abc";
+
+/// Answers one request on `conn` with `200 ok` (keep-alive).
+async fn answer_ok(conn: &mut TcpStream) {
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+}
+
+/// The head the client got back, and whether the connection then closed.
+async fn response_head(c: &mut TcpStream) -> String {
+    String::from_utf8_lossy(&read_head(c, &mut Vec::new()).await).into_owned()
+}
+
+fn lower(head: &[u8]) -> String {
+    String::from_utf8_lossy(head).to_ascii_lowercase()
+}
+
+/// Sends a well-formed request on a new client connection and returns the head the
+/// upstream receives for it on `upstream` (a fresh or pooled connection).
+async fn next_upstream_head_is_legit(proxy: SocketAddr, up: &mut RawUpstream) {
+    let mut c = send_raw(
+        proxy,
+        format!("GET {POLL}&legit=1 HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let head = read_head(&mut conn, &mut Vec::new()).await;
+    assert!(
+        head.starts_with(format!("GET {POLL}&legit=1 HTTP/1.1\r\n").as_bytes()),
+        "upstream saw {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Never a smuggler: the upstream sees the same request boundaries sockproxy did.
+
+#[tokio::test]
+async fn content_length_with_chunked_forwards_chunked_only_and_closes() {
+    let mut up = RawUpstream::start().await;
+    let proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!(
+            "POST {POLL} HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let mut buf = Vec::new();
+    let head = lower(&read_head(&mut conn, &mut buf).await);
+    assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    read_until(&mut conn, &mut buf, b"0\r\n\r\n").await;
+    assert_eq!(buf, b"5\r\nhello\r\n0\r\n\r\n");
+    buf.clear();
+    answer_ok(&mut conn).await;
+    // The client connection is closed after the answer: what followed the chunked body
+    // is never read as a request.
+    let rest = read_to_end(&mut c).await;
+    assert_eq!(find(&rest, b"HTTP/1.1").map(|_| ()), Some(()));
+    assert_eq!(rest.windows(8).filter(|w| w == b"HTTP/1.1").count(), 1);
+    // The pooled upstream connection carries the next real request, not /smuggled.
+    let mut c2 = send_raw(
+        proxy.addr,
+        format!("GET {POLL}&legit=1 HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let head = read_head(&mut conn, &mut buf).await;
+    assert!(
+        head.starts_with(format!("GET {POLL}&legit=1 ").as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c2).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn differing_content_lengths_are_refused_with_a_record() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!(
+            "POST {POLL} HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 400"));
+    let r = proxy.next_event("client_error").await;
+    assert_eq!(r["error_kind"], "bad_request");
+    assert_eq!(r["status"], 400);
+    assert_eq!(r["severity"], "WARNING");
+    next_upstream_head_is_legit(proxy.addr, &mut up).await;
+}
+
+#[tokio::test]
+async fn equal_duplicate_content_lengths_reach_upstream_once() {
+    let mut up = RawUpstream::start().await;
+    let proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!(
+            "POST {POLL} HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let mut buf = Vec::new();
+    let head = lower(&read_head(&mut conn, &mut buf).await);
+    assert_eq!(head.matches("content-length: 5\r\n").count(), 1, "{head}");
+    read_at_least(&mut conn, &mut buf, 5).await;
+    assert_eq!(buf, b"hello");
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn obs_fold_and_bad_transfer_encodings_are_refused() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    for req in [
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\nX-Folded: a\r\n b\r\n\r\n"),
+        format!("POST {POLL} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\nxx"),
+        format!("POST {POLL} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"),
+        format!("POST {POLL} HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST {POLL} HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n"),
+        format!("POST {POLL} HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n"),
+        "GET /socket.io/ HTTP/1.1\r\nHost: h\r\nBad Name: v\r\n\r\n".to_string(),
+    ] {
+        let mut c = send_raw(proxy.addr, req.as_bytes()).await;
+        let head = response_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{req:?} → {head}");
+        let r = proxy.next_event("client_error").await;
+        assert_eq!(r["error_kind"], "bad_request", "{req:?}");
+    }
+    next_upstream_head_is_legit(proxy.addr, &mut up).await;
+}
+
+#[tokio::test]
+async fn bare_lf_heads_reach_upstream_with_crlf() {
+    let mut up = RawUpstream::start().await;
+    let proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!("POST {POLL} HTTP/1.1\nHost: h\nX-A: 1\nContent-Length: 3\n\nabc").as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let mut buf = Vec::new();
+    let head = read_head(&mut conn, &mut buf).await;
+    assert_eq!(
+        String::from_utf8_lossy(&head),
+        format!("POST {POLL} HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nContent-Length: 3\r\n\r\n")
+    );
+    read_at_least(&mut conn, &mut buf, 3).await;
+    assert_eq!(buf, b"abc");
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn invalid_chunk_size_ends_the_upstream_request_unfinished() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let _c = send_raw(
+        proxy.addr,
+        format!(
+            "POST {POLL} HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+             zz\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    // The upstream connection is abandoned before the body ends (hyper may not even have
+    // sent the head): the upstream sees an incomplete message, never a second request.
+    let buf = read_to_end(&mut conn).await;
+    assert!(find(&buf, b"smuggled").is_none(), "{buf:?}");
+    assert!(!buf.ends_with(b"0\r\n\r\n"), "{buf:?}");
+    let r = proxy.next_event("request").await;
+    assert_ne!(r["outcome"], "complete");
+    next_upstream_head_is_legit(proxy.addr, &mut up).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Never an open proxy: only --upstream is ever connected to.
+
+#[tokio::test]
+async fn absolute_form_and_odd_hosts_go_to_the_upstream_only() {
+    let mut up = RawUpstream::start().await;
+    let decoy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = decoy.local_addr().unwrap();
+    let proxy = Proxy::start(up.addr, |_| {}).await;
+    for (target, host) in [
+        (format!("http://{elsewhere}{POLL}"), format!("{elsewhere}")),
+        (POLL.to_string(), format!("{elsewhere}")),
+        (POLL.to_string(), "evil.example:99999".to_string()),
+        (POLL.to_string(), "a b".to_string()),
+    ] {
+        let mut c = send_raw(
+            proxy.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let mut conn = up.accept().await;
+        let head = read_head(&mut conn, &mut Vec::new()).await;
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.starts_with(&format!("GET {POLL} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\nHost: {host}\r\n")), "{head}");
+        answer_ok(&mut conn).await;
+        assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+    }
+    assert!(
+        decoy.accept().now_or_never().is_none(),
+        "decoy was contacted"
+    );
+}
+
+#[tokio::test]
+async fn connect_is_refused_with_a_record() {
+    let up = RawUpstream::start().await;
+    let decoy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere = decoy.local_addr().unwrap();
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!("CONNECT {elsewhere} HTTP/1.1\r\nHost: {elsewhere}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 405"));
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["method"], "CONNECT");
+    assert_eq!(r["status"], 405);
+    assert!(
+        decoy.accept().now_or_never().is_none(),
+        "decoy was contacted"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Limits and timeouts.
+
+#[tokio::test]
+async fn oversized_heads_are_431_and_never_forwarded() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| c.max_headers = 50).await;
+    let big = "A".repeat(100 * 1024);
+    let many: String = (0..60).map(|i| format!("X-H{i}: v\r\n")).collect();
+    for req in [
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\n\r\n"),
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n{many}\r\n"),
+    ] {
+        let mut c = send_raw(proxy.addr, req.as_bytes()).await;
+        assert!(response_head(&mut c).await.starts_with("HTTP/1.1 431"));
+        let r = proxy.next_event("client_error").await;
+        assert_eq!(r["error_kind"], "head_too_large");
+        assert_eq!(r["status"], 431);
+    }
+    next_upstream_head_is_legit(proxy.addr, &mut up).await;
+}
+
+#[tokio::test]
+async fn slow_heads_are_cut_and_idle_keep_alive_closes_quietly() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| {
+        c.header_timeout = Some(Duration::from_millis(300))
+    })
+    .await;
+    // Slowloris: half a head, then nothing.
+    let mut slow = send_raw(proxy.addr, b"GET /socket.io/ HTTP/1.1\r\nHost: h\r\n").await;
+    assert!(
+        read_to_end(&mut slow).await.is_empty(),
+        "closed without an answer"
+    );
+    let r = proxy.next_event("client_error").await;
+    assert_eq!(r["error_kind"], "header_timeout");
+    // A kept-alive connection that goes quiet after a request is closed too, unrecorded.
+    let mut c = send_raw(
+        proxy.addr,
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    answer_ok(&mut conn).await;
+    let mut rest = Vec::new();
+    read_head(&mut c, &mut rest).await;
+    let _ = within(c.read_to_end(&mut rest)).await; // EOF: sockproxy closed it
+    let m = scrape(proxy.admin).await;
+    assert_eq!(
+        m.get("sockproxy_client_errors_total{kind=idle_timeout}"),
+        Some(&1.0)
+    );
+    assert_eq!(
+        m.get("sockproxy_client_errors_total{kind=header_timeout}"),
+        Some(&1.0)
+    );
+    let (_, rest) = proxy.stop().await;
+    assert!(
+        rest.iter().all(|r| r["event"] != "client_error"),
+        "{rest:?}"
+    );
+}
+
+#[tokio::test]
+async fn at_max_connections_accepting_pauses_until_one_closes() {
+    let engine = engine_upstream().await;
+    let mut proxy = Proxy::start(engine, |c| c.max_connections = 2).await;
+    let a = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut b = send_raw(proxy.addr, b"GET /healthz-b HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    read_head(&mut b, &mut Vec::new()).await; // b is being served: two slots taken
+    let r = proxy.next_event("connection_limit").await;
+    assert_eq!(r["max_connections"], 2);
+    // A third connection completes its TCP handshake (backlog) but is not served ...
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let m = scrape(proxy.admin).await;
+    assert_eq!(m.get("sockproxy_connections_open{}"), Some(&2.0));
+    assert!(m["sockproxy_accept_paused_total{}"] >= 1.0);
+    let mut early = [0u8; 1];
+    assert!(
+        c.read(&mut early).now_or_never().is_none(),
+        "served above the limit"
+    );
+    // ... until one closes.
+    drop(a);
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["status"], 200);
+}
+
+#[tokio::test]
+async fn quiet_tunnels_close_at_the_idle_timeout() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| {
+        c.tunnel_idle_timeout = Some(Duration::from_millis(300))
+    })
+    .await;
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    conn.write_all(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    read_head(&mut c, &mut Vec::new()).await;
+    // Traffic first (it must not count as idle), then silence.
+    c.write_all(b"ping").await.unwrap();
+    let mut got = Vec::new();
+    read_at_least(&mut conn, &mut got, 4).await;
+    assert!(read_to_end(&mut c).await.is_empty());
+    assert!(read_to_end(&mut conn).await.is_empty());
+    let r = proxy.next_event("tunnel_closed").await;
+    assert_eq!(r["closed_by"], "idle_timeout");
+    assert_eq!(r["bytes_client_to_upstream"], 4);
+    assert!(r["duration_ms"].as_f64().unwrap() >= 300.0);
+}
+
+/// A listener whose accept queue is full: connects to it hang (SYNs are dropped).
+async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    std::mem::forget(listener); // never accepts, stays open for the test
+    (addr, held)
+}
+
+#[tokio::test]
+async fn upstream_connect_timeout_is_a_504_with_a_record() {
+    let (addr, _held) = full_backlog().await;
+    let mut proxy = Proxy::start(addr, |c| c.connect_timeout = Duration::from_millis(300)).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 504"));
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["status"], 504);
+    assert_eq!(r["upstream_error"], "connect timed out");
+    assert!(
+        r["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&"upstream_unreachable".into())
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Query tokens never reach the log; the upstream still gets them.
+
+#[tokio::test]
+async fn token_query_parameters_are_redacted_in_records_only() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let target = "/socket.io/?EIO=4&transport=polling&access_token=s3cr3t&Token=t0k&t=1";
+    let mut c = send_raw(
+        proxy.addr,
+        format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let head = read_head(&mut conn, &mut Vec::new()).await;
+    assert!(head.starts_with(format!("GET {target} ").as_bytes()));
+    answer_ok(&mut conn).await;
+    response_head(&mut c).await;
+    let r = proxy.next_event("request").await;
+    assert_eq!(
+        r["query"],
+        "EIO=4&transport=polling&access_token=<redacted>&Token=<redacted>&t=1"
+    );
+    let line = r.to_string();
+    assert!(!line.contains("s3cr3t") && !line.contains("t0k"), "{line}");
+    assert!(
+        r["httpRequest"]["requestUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with("access_token=<redacted>&Token=<redacted>&t=1")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults: every record stays accurate, the process goes on.
+
+#[tokio::test]
+async fn upstream_reset_mid_response_is_an_upstream_error() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_head(&mut c, &mut got).await;
+    read_at_least(&mut c, &mut got, 10).await;
+    conn.set_zero_linger().unwrap();
+    drop(conn); // RST
+    let mut rest = Vec::new();
+    let _ = within(c.read_to_end(&mut rest)).await; // the client sees the cut
+    assert!(got.len() + rest.len() < 1000);
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["outcome"], "upstream_error");
+    assert_eq!(r["bytes_out"], 10);
+    next_upstream_head_is_legit(proxy.addr, &mut up).await;
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_tunnel_is_closed_by_upstream_with_the_error() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    conn.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_head(&mut c, &mut got).await;
+    read_at_least(&mut c, &mut got, 5).await;
+    conn.set_zero_linger().unwrap();
+    drop(conn);
+    let mut rest = Vec::new();
+    let _ = within(c.read_to_end(&mut rest)).await;
+    let r = proxy.next_event("tunnel_closed").await;
+    assert_eq!(r["closed_by"], "upstream");
+    assert_eq!(r["bytes_upstream_to_client"], 5);
+    assert!(r["error"].as_str().is_some_and(|e| !e.is_empty()), "{r}");
+}
+
+#[tokio::test]
+async fn upstream_restart_is_502_while_down_then_works_again() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut proxy = Proxy::start(addr, |_| {}).await;
+    let request = format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n\r\n");
+
+    // Up: one exchange, its upstream connection stays pooled.
+    let mut c = send_raw(proxy.addr, request.as_bytes()).await;
+    let (mut conn, _) = within(listener.accept()).await.unwrap();
+    read_head(&mut conn, &mut Vec::new()).await;
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(proxy.next_event("request").await["status"], 200);
+
+    // Down: the pooled connection and the listener are gone.
+    drop(conn);
+    drop(listener);
+    c.write_all(request.as_bytes()).await.unwrap();
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 502"));
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["status"], 502);
+
+    // Up again on the same port: served.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    c.write_all(request.as_bytes()).await.unwrap();
+    let (mut conn, _) = within(listener.accept()).await.unwrap();
+    read_head(&mut conn, &mut Vec::new()).await;
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(proxy.next_event("request").await["status"], 200);
+}
