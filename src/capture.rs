@@ -404,4 +404,44 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn many_large_headers_stay_within_the_message_budget() {
+        let big = vec![b'v'; MAX_LOGGED_VALUE_BYTES];
+        let mut m = HeaderMap::new();
+        for _ in 0..MAX_LOGGED_REPEATS {
+            for name in [header::VIA, header::USER_AGENT, header::FORWARDED] {
+                m.append(name, HeaderValue::from_bytes(&big).unwrap());
+            }
+        }
+        let s = request(&m, &[]);
+        let total = json(&s).len();
+        // The budget plus one marker per value, never 3 × 32 × 4 KiB.
+        assert!(
+            total < MAX_LOGGED_HEADER_BYTES + 3 * MAX_LOGGED_REPEATS * 40,
+            "{total}"
+        );
+        let via = s.all(&header::VIA);
+        assert_eq!(via.len(), MAX_LOGGED_REPEATS, "every value still named");
+        assert!(s.all(&header::USER_AGENT)[0].starts_with("…[truncated"));
+    }
+
+    #[test]
+    fn token_query_parameters_are_redacted() {
+        let names = ["token".to_string(), "access_token".to_string()];
+        for (q, want) in [
+            ("EIO=4&transport=polling", "EIO=4&transport=polling"),
+            ("token=abc&t=1", "token=<redacted>&t=1"),
+            ("a=1&ACCESS_TOKEN=x&b", "a=1&ACCESS_TOKEN=<redacted>&b"),
+            ("access%5Ftoken=x", "access%5Ftoken=<redacted>"),
+            ("token", "token"),
+            ("token=", "token=<redacted>"),
+            ("tokens=abc", "tokens=abc"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_query(q, &names), want, "{q}");
+        }
+        assert!(matches!(redact_query("EIO=4", &names), Cow::Borrowed(_)));
+        assert_eq!(redact_query("token=abc", &[]), "token=abc");
+    }
 }

@@ -7,6 +7,7 @@ use std::process::Stdio;
 use serde_json::Value;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockproxy");
@@ -304,4 +305,109 @@ async fn sigterm_drains_a_live_websocket_then_exits_within_the_deadline() {
     assert_eq!(rest[0]["closed_by"], "shutdown");
     assert_eq!(rest[1]["drained"], false);
     assert_eq!(rest[1]["tunnels_closed_by_shutdown"], 1);
+}
+
+/// Starts the binary with an admin listener; returns it, its stdout lines, and the
+/// proxy and admin addresses from `listening`.
+async fn start_with_admin(
+    upstream: std::net::SocketAddr,
+) -> (
+    Child,
+    tokio::io::Lines<BufReader<ChildStdout>>,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let upstream = upstream.to_string();
+    let mut child = sockproxy(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--upstream",
+        &upstream,
+    ])
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = next_json(&mut lines).await;
+    let addr = listening["listen"].as_str().unwrap().parse().unwrap();
+    let admin = listening["admin"].as_str().unwrap().parse().unwrap();
+    (child, lines, addr, admin)
+}
+
+/// One socket.io polling handshake through the proxy; the status line.
+async fn handshake(addr: std::net::SocketAddr) -> String {
+    let mut c = send_raw(
+        addr,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let resp = read_to_end(&mut c).await;
+    String::from_utf8_lossy(&resp)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn closed_stdout_loses_records_not_traffic() {
+    let engine = engine_upstream().await;
+    let (child, lines, addr, admin) = start_with_admin(engine).await;
+    drop(lines); // the reader of stdout goes away: every later write fails (EPIPE)
+    for _ in 0..20 {
+        assert_eq!(handshake(addr).await, "HTTP/1.1 200 OK");
+    }
+    let m = scrape(admin).await;
+    assert!(
+        m["sockproxy_records_not_written_total{}"] >= 20.0,
+        "{:?}",
+        m.get("sockproxy_records_not_written_total{}")
+    );
+    sigterm(&child);
+    let out = within(child.wait_with_output()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// CPU seconds the process has used so far (utime + stime from /proc).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_backs_off_and_recovers() {
+    let engine = engine_upstream().await;
+    let (child, _lines, addr, admin) = start_with_admin(engine).await;
+    let pid = child.id().unwrap();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), "--nofile=48:48"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+    // More idle connections than descriptors left: accept fails with EMFILE while
+    // they are open (the rest wait in the backlog).
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await; // a measuring window
+    let spent = cpu_seconds(pid) - before;
+    assert!(spent < 0.3, "accept loop spun: {spent:.2} s CPU in 1 s");
+    drop(held);
+    // Recovered: the pending connections drain, new ones are served.
+    assert_eq!(handshake(addr).await, "HTTP/1.1 200 OK");
+    let m = scrape(admin).await;
+    assert!(
+        m["sockproxy_accept_errors_total{}"] >= 1.0,
+        "EMFILE was hit"
+    );
 }
