@@ -40,6 +40,10 @@ pub const DEFAULT_REDACTED_QUERY: &str = "token,access_token,id_token,refresh_to
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Records waiting for the stdout writer; when full, records are counted, not queued.
 pub const SINK_QUEUE_RECORDS: usize = 16_384;
+/// Bytes of records waiting for the stdout writer, at most.
+pub const SINK_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// How long the stdout writer lets records gather before writing them as one batch.
+pub const SINK_GATHER: Duration = Duration::from_millis(5);
 /// After the drain deadline, how long closed tunnels get to write their records.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 

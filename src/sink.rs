@@ -1,18 +1,20 @@
 //! Writes one JSON object per line to stdout (time, severity, pod added here).
 //!
-//! Callers never wait for stdout: [`Sink::emit`] serialises the record and hands the
-//! line to one writer thread through a bounded queue. The writer writes in batches and
-//! flushes when the queue is empty. When the queue is full (stdout blocked) or stdout is
+//! Callers never wait for stdout: [`Sink::emit`] serialises the record (into a reused
+//! per-thread buffer) and appends the line to one bounded queue. One writer thread
+//! wakes when the queue turns non-empty, lets lines gather for [`SINK_GATHER`] (or until
+//! a 64 KiB batch is ready), then writes them all at once: one wake-up and one `write`
+//! per batch, not per record. When the queue is full (stdout blocked) or stdout is
 //! gone, the record is counted as dropped and traffic goes on; the writer reports the
 //! count in a `records_dropped` WARNING as soon as it can write again.
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
-use crate::config::SINK_QUEUE_RECORDS;
+use crate::config::{SINK_GATHER, SINK_QUEUE_BYTES, SINK_QUEUE_RECORDS};
 use crate::record::{Event, Record, RecordsDropped, Severity};
 
 /// Where records go. Cheap to clone.
@@ -34,18 +36,39 @@ struct Meta {
 }
 
 enum Tx {
-    Writer(SyncSender<Msg>),
+    Writer(Arc<Queue>),
     Memory(tokio::sync::mpsc::UnboundedSender<String>),
 }
 
-enum Msg {
-    Line(Vec<u8>),
-    Close(mpsc::Sender<()>),
+/// Lines waiting for the writer thread. Emitters append under the lock (a memcpy); the
+/// writer swaps the whole buffer out and writes it with the lock released.
+struct Queue {
+    pending: Mutex<Pending>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    lines: u64,
+    closing: Option<mpsc::Sender<()>>,
 }
 
 /// Owns the stdout writer thread; [`Writer::close`] flushes what is queued.
 pub struct Writer {
-    tx: SyncSender<Msg>,
+    queue: Arc<Queue>,
+}
+
+thread_local! {
+    /// Each thread's reused buffer for formatting a line before it is queued.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // A panic while holding the lock cannot leave `Pending` inconsistent.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Sink {
@@ -55,20 +78,23 @@ impl Sink {
         pod: Option<String>,
         pod_ip: Option<String>,
     ) -> (Sink, Writer) {
-        let (tx, rx) = mpsc::sync_channel(SINK_QUEUE_RECORDS);
+        let queue = Arc::new(Queue {
+            pending: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+        });
         let sink = Sink {
             inner: Arc::new(Inner {
-                tx: Tx::Writer(tx.clone()),
+                tx: Tx::Writer(queue.clone()),
                 meta: Meta { pod, pod_ip },
                 dropped: AtomicU64::new(0),
             }),
         };
-        let for_thread = sink.clone();
+        let for_thread = (sink.clone(), queue.clone());
         std::thread::Builder::new()
             .name("sockproxy-records".into())
-            .spawn(move || write_loop(out, rx, for_thread))
+            .spawn(move || write_loop(out, &for_thread.1, &for_thread.0))
             .expect("spawning the record writer thread at startup");
-        (sink, Writer { tx })
+        (sink, Writer { queue })
     }
 
     /// A sink that hands each line to a channel (tests, the demo).
@@ -87,23 +113,40 @@ impl Sink {
         (sink, rx)
     }
 
-    /// Writes one record, now-stamped. Never blocks; a record that cannot be queued is
-    /// counted in [`Sink::dropped`].
+    /// Writes one record, now-stamped. Never blocks on stdout; a record that cannot be
+    /// queued (queue full: stdout blocked or gone) is counted in [`Sink::dropped`].
     pub fn emit(&self, record: Record) {
-        let line = format_line(&self.inner.meta, &record, SystemTime::now());
-        match &self.inner.tx {
-            Tx::Writer(tx) => match tx.try_send(Msg::Line(line)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            },
-            Tx::Memory(tx) => {
-                let text = String::from_utf8(line).expect("serde_json writes UTF-8");
-                if tx.send(text).is_err() {
-                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+        SCRATCH.with_borrow_mut(|line| {
+            line.clear();
+            format_line(line, &self.inner.meta, &record, SystemTime::now());
+            match &self.inner.tx {
+                Tx::Writer(queue) => self.enqueue(queue, line),
+                Tx::Memory(tx) => {
+                    let text = String::from_utf8(line.clone()).expect("serde_json writes UTF-8");
+                    if tx.send(text).is_err() {
+                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
+        });
+    }
+
+    fn enqueue(&self, queue: &Queue, line: &[u8]) {
+        let mut p = queue.lock();
+        if p.lines >= SINK_QUEUE_RECORDS as u64 || p.bytes.len() >= SINK_QUEUE_BYTES {
+            drop(p);
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let before = p.bytes.len();
+        p.bytes.extend_from_slice(line);
+        p.lines += 1;
+        let after = p.bytes.len();
+        drop(p);
+        // Wake the writer when there is something new to gather, or a full batch; not
+        // once per record (that would cost a context switch per request).
+        if before == 0 || (before < BATCH_BYTES && after >= BATCH_BYTES) {
+            queue.wake.notify_one();
         }
     }
 
@@ -117,42 +160,42 @@ impl Writer {
     /// Flushes every queued record, waiting at most `deadline` (stdout may be blocked).
     pub fn close(self, deadline: Duration) {
         let (ack_tx, ack_rx) = mpsc::channel();
-        let tx = self.tx;
-        // `send` blocks while the queue is full, so it runs on a thread of its own and
-        // the deadline below still holds.
-        std::thread::spawn(move || tx.send(Msg::Close(ack_tx)));
+        self.queue.lock().closing = Some(ack_tx);
+        self.queue.wake.notify_one();
         match ack_rx.recv_timeout(deadline) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {}
-            Err(RecvTimeoutError::Timeout) => {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 tracing::warn!("stdout still blocked at exit; queued records are lost");
             }
         }
     }
 }
 
-fn write_loop<W: Write>(mut out: W, rx: Receiver<Msg>, sink: Sink) {
-    const BATCH_BYTES: usize = 64 * 1024;
+/// A batch this large is written at once, without waiting out [`SINK_GATHER`].
+const BATCH_BYTES: usize = 64 * 1024;
+
+fn write_loop<W: Write>(mut out: W, queue: &Queue, sink: &Sink) {
     let mut batch = Batch::default();
     let mut reported = 0u64;
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                Msg::Line(line) => {
-                    batch.push(&line);
-                    if batch.bytes.len() >= BATCH_BYTES {
-                        batch.write_to(&mut out, &sink);
-                    }
-                }
-                Msg::Close(ack) => {
-                    batch.write_to(&mut out, &sink);
-                    let _ = ack.send(());
-                    return;
-                }
+    loop {
+        let closing = {
+            let mut p = queue.lock();
+            while p.bytes.is_empty() && p.closing.is_none() {
+                p = queue.wake.wait(p).unwrap_or_else(|e| e.into_inner());
             }
-            next = rx.try_recv().ok();
-        }
-        if batch.write_to(&mut out, &sink) {
+            // Let records gather for a moment: one write (and one wake-up) per batch.
+            if p.closing.is_none() && p.bytes.len() < BATCH_BYTES {
+                p = queue
+                    .wake
+                    .wait_timeout(p, SINK_GATHER)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            std::mem::swap(&mut p.bytes, &mut batch.bytes);
+            batch.lines = std::mem::take(&mut p.lines);
+            p.closing.take()
+        };
+        if batch.write_to(&mut out, sink) {
             let total = sink.dropped();
             if total > reported {
                 let rec = Record {
@@ -166,11 +209,16 @@ fn write_loop<W: Write>(mut out: W, rx: Receiver<Msg>, sink: Sink) {
                         total,
                     }),
                 };
-                batch.push(&format_line(&sink.inner.meta, &rec, SystemTime::now()));
-                if batch.write_to(&mut out, &sink) {
+                format_line(&mut batch.bytes, &sink.inner.meta, &rec, SystemTime::now());
+                batch.lines = 1;
+                if batch.write_to(&mut out, sink) {
                     reported = total;
                 }
             }
+        }
+        if let Some(ack) = closing {
+            let _ = ack.send(());
+            return;
         }
     }
 }
@@ -183,11 +231,6 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, line: &[u8]) {
-        self.bytes.extend_from_slice(line);
-        self.lines += 1;
-    }
-
     /// Writes and flushes the batch; on failure its lines count as dropped. True on success.
     fn write_to<W: Write>(&mut self, out: &mut W, sink: &Sink) -> bool {
         let ok =
@@ -201,25 +244,25 @@ impl Batch {
     }
 }
 
-fn format_line(meta: &Meta, rec: &Record, now: SystemTime) -> Vec<u8> {
-    let mut line = Vec::with_capacity(1024);
+/// Appends one record as a JSON line to `line`.
+fn format_line(line: &mut Vec<u8>, meta: &Meta, rec: &Record, now: SystemTime) {
     line.extend_from_slice(b"{\"time\":\"");
-    line.extend_from_slice(humantime::format_rfc3339_micros(now).to_string().as_bytes());
+    let _ = write!(line, "{}", humantime::format_rfc3339_micros(now));
     line.extend_from_slice(b"\",\"severity\":\"");
     line.extend_from_slice(rec.severity.as_str().as_bytes());
     line.extend_from_slice(b"\",\"message\":");
-    serde_json::to_writer(&mut line, &rec.message).expect("a string always serialises");
+    serde_json::to_writer(&mut *line, &rec.message).expect("a string always serialises");
     line.extend_from_slice(b",\"event\":\"");
     line.extend_from_slice(rec.event.name().as_bytes());
     line.push(b'"');
-    for (key, value) in [("pod", &meta.pod), ("pod_ip", &meta.pod_ip)] {
+    for (key, value) in [(&b",\"pod\":"[..], &meta.pod), (b",\"pod_ip\":", &meta.pod_ip)] {
         if let Some(v) = value {
-            line.extend_from_slice(format!(",\"{key}\":").as_bytes());
-            serde_json::to_writer(&mut line, v).expect("a string always serialises");
+            line.extend_from_slice(key);
+            serde_json::to_writer(&mut *line, v).expect("a string always serialises");
         }
     }
     let start = line.len();
-    if rec.event.fields_json(&mut line).is_err() {
+    if rec.event.fields_json(line).is_err() {
         line.truncate(start);
         line.extend_from_slice(b"{\"error\":\"record could not be serialised\"}");
     }
@@ -231,5 +274,4 @@ fn format_line(meta: &Meta, rec: &Record, now: SystemTime) -> Vec<u8> {
         line[start] = b',';
     }
     line.push(b'\n');
-    line
 }
