@@ -19,6 +19,9 @@ use crate::sio::{self, Sio};
 pub struct ConnInfo {
     pub conn: u64,
     pub client: std::net::SocketAddr,
+    /// `client` and its IP as text, made once per connection for every record.
+    pub client_text: String,
+    pub client_ip: String,
     requests: std::sync::atomic::AtomicU64,
     _slot: crate::server::Slot,
 }
@@ -28,6 +31,8 @@ impl ConnInfo {
         ConnInfo {
             conn,
             client,
+            client_text: client.to_string(),
+            client_ip: client.ip().to_string(),
             requests: Default::default(),
             _slot: slot,
         }
@@ -192,7 +197,7 @@ impl Draft {
             .and_then(|v| v.split(',').next())
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| self.conn.client.ip().to_string())
+            .unwrap_or_else(|| self.conn.client_ip.clone())
     }
 
     /// Builds the `request` / `upgrade` record: decodes the peeked body (handshake sid,
@@ -278,7 +283,7 @@ impl Draft {
         let ex = Exchange {
             id: self.id,
             conn: self.conn.conn,
-            client: self.conn.client.to_string(),
+            client: self.conn.client_text.clone(),
             method: self.method,
             path: self.path,
             query: self.query,

@@ -97,11 +97,19 @@ fn run(cfg: Config) -> ExitCode {
         }
     };
     let (sink, writer) = Sink::writer(out, cfg.pod.clone(), cfg.pod_ip.clone());
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker: the current-thread scheduler, without the work-stealing machinery a
+    // single worker never uses (the sidecar's usual case on a small pod).
+    let mut rt = match cfg.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        workers => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     rt.enable_all();
-    if let Some(n) = cfg.workers {
-        rt.worker_threads(n);
-    }
     let rt = match rt.build() {
         Ok(rt) => rt,
         Err(e) => return startup_failed(&sink, writer, format!("cannot start the runtime: {e}")),

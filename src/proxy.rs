@@ -415,7 +415,7 @@ fn tunnel_record(info: TunnelInfo, s: tunnel::Spliced, opened: Instant) -> Recor
         event: Event::TunnelClosed(Box::new(TunnelClosed {
             id: info.id,
             conn: info.conn.conn,
-            client: info.conn.client.to_string(),
+            client: info.conn.client_text.clone(),
             path: info.path,
             sio,
             duration_ms: record::millis(lifetime),

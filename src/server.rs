@@ -88,7 +88,7 @@ fn client_error(shared: &Shared, info: &ConnInfo, e: &hyper::Error) {
         ),
         event: Event::ClientError(ClientError {
             conn: info.conn,
-            client: info.client.to_string(),
+            client: info.client_text.clone(),
             error_kind: kind,
             error,
             status,

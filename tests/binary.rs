@@ -325,6 +325,8 @@ async fn start_with_admin(
         "127.0.0.1:0",
         "--upstream",
         &upstream,
+        "--workers",
+        "1", // the current-thread runtime
     ])
     .spawn()
     .unwrap();
