@@ -566,3 +566,15 @@ fn follow_prints_the_report_so_far_on_ctrl_c() {
     assert_eq!(child.wait().unwrap().code(), Some(1));
     drop(stdin);
 }
+
+#[test]
+fn sockproxy_own_refusals_and_limits_are_counted() {
+    let (v, _) = run_json(&[fixture("limits.jsonl").to_str().unwrap()]);
+    let p = &v["picture"];
+    assert_eq!(p["client_errors"], 1);
+    assert_eq!(p["connection_limits"], 1);
+    assert_eq!(p["tunnels"]["closed_by"]["idle_timeout"], 1);
+    assert_eq!(p["tunnels"]["closed_by"]["unknown"], 0);
+    let text = String::from_utf8(run(&[fixture("limits.jsonl").to_str().unwrap()]).stdout).unwrap();
+    assert!(text.contains("refused by sockproxy itself"), "{text}");
+}

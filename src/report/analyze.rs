@@ -120,6 +120,10 @@ pub struct Picture {
     pub upstream_errors: u64,
     pub records_dropped: u64,
     pub startup_failed: u64,
+    /// Requests sockproxy refused itself (`client_error`: 400/431, head timeouts).
+    pub client_errors: u64,
+    /// Times `--max-connections` was reached (`connection_limit`).
+    pub connection_limits: u64,
 }
 
 /// H1: websocket requests without Upgrade, or Upgrade without `Connection: upgrade`.
@@ -507,6 +511,8 @@ impl Analyzer {
             }
             Event::RecordsDropped => self.picture.records_dropped += r.count.unwrap_or(0),
             Event::StartupFailed => self.picture.startup_failed += 1,
+            Event::ClientError => self.picture.client_errors += 1,
+            Event::ConnectionLimit => self.picture.connection_limits += 1,
             Event::Other => {}
         }
     }
@@ -826,7 +832,10 @@ impl Analyzer {
     fn tunnel_closed(&mut self, r: &Rec<'_>, pod: PodId) {
         self.pods[pod as usize].tunnels_closed += 1;
         let by = r.closed_by;
-        self.picture.tunnels_closed[ClosedBy::ALL.iter().position(|c| *c == by).unwrap_or(4)] += 1;
+        self.picture.tunnels_closed[ClosedBy::ALL
+            .iter()
+            .position(|c| *c == by)
+            .unwrap_or(ClosedBy::ALL.len() - 1)] += 1;
         let matched =
             r.id.is_some_and(|id| self.open_tunnels.remove(&(pod, Box::from(id))).is_some());
         if !matched {

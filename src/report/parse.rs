@@ -294,11 +294,13 @@ pub enum Event {
     Stopped,
     RecordsDropped,
     StartupFailed,
+    ClientError,
+    ConnectionLimit,
     Other,
 }
 
 impl Event {
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 11] = [
         Event::Listening,
         Event::Request,
         Event::Upgrade,
@@ -307,6 +309,8 @@ impl Event {
         Event::Stopped,
         Event::RecordsDropped,
         Event::StartupFailed,
+        Event::ClientError,
+        Event::ConnectionLimit,
         Event::Other,
     ];
 
@@ -320,6 +324,8 @@ impl Event {
             "stopped" => Event::Stopped,
             "records_dropped" => Event::RecordsDropped,
             "startup_failed" => Event::StartupFailed,
+            "client_error" => Event::ClientError,
+            "connection_limit" => Event::ConnectionLimit,
             _ => Event::Other,
         }
     }
@@ -334,6 +340,8 @@ impl Event {
             Event::Stopped => "stopped",
             Event::RecordsDropped => "records_dropped",
             Event::StartupFailed => "startup_failed",
+            Event::ClientError => "client_error",
+            Event::ConnectionLimit => "connection_limit",
             Event::Other => "other",
         }
     }
@@ -376,15 +384,18 @@ pub enum ClosedBy {
     Upstream,
     Shutdown,
     Error,
+    /// sockproxy's own `--tunnel-idle-timeout`.
+    IdleTimeout,
     Unknown,
 }
 
 impl ClosedBy {
-    pub const ALL: [ClosedBy; 5] = [
+    pub const ALL: [ClosedBy; 6] = [
         ClosedBy::Client,
         ClosedBy::Upstream,
         ClosedBy::Shutdown,
         ClosedBy::Error,
+        ClosedBy::IdleTimeout,
         ClosedBy::Unknown,
     ];
 
@@ -394,6 +405,7 @@ impl ClosedBy {
             ClosedBy::Upstream => "upstream",
             ClosedBy::Shutdown => "shutdown",
             ClosedBy::Error => "error",
+            ClosedBy::IdleTimeout => "idle_timeout",
             ClosedBy::Unknown => "unknown",
         }
     }
@@ -484,6 +496,7 @@ impl<'r> Rec<'r> {
                 Some("upstream") => ClosedBy::Upstream,
                 Some("shutdown") => ClosedBy::Shutdown,
                 Some("error") => ClosedBy::Error,
+                Some("idle_timeout") => ClosedBy::IdleTimeout,
                 _ => ClosedBy::Unknown,
             },
             upstream_error: raw.upstream_error.as_deref(),

@@ -313,6 +313,18 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
     if p.startup_failed > 0 {
         other.push(format!("{} failed starts", p.startup_failed));
     }
+    if p.client_errors > 0 {
+        other.push(format!(
+            "{} requests refused by sockproxy itself (client_error: malformed or oversized heads, never forwarded)",
+            p.client_errors
+        ));
+    }
+    if p.connection_limits > 0 {
+        other.push(format!(
+            "--max-connections reached {} time(s)",
+            p.connection_limits
+        ));
+    }
     if !other.is_empty() {
         row(out, "also", other.join("; "));
     }
@@ -507,6 +519,8 @@ pub fn json(a: &Analyzer, findings: &[Finding], sources: &[String]) -> Value {
             "upstream_errors": p.upstream_errors,
             "records_dropped": p.records_dropped,
             "startup_failed": p.startup_failed,
+            "client_errors": p.client_errors,
+            "connection_limits": p.connection_limits,
         },
         "input": {
             "sources": sources,
