@@ -8,6 +8,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use sockproxy::capture::{self, Snapshot};
 use sockproxy::config::{MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
+use sockproxy::flags;
 use sockproxy::record::{
     self, ClosedBy, Event, Exchange, HttpRequest, Outcome, Record, Severity, TunnelClosed,
 };
@@ -55,7 +56,23 @@ fn header_value_bytes() -> impl Strategy<Value = Vec<u8>> {
             v.extend(pattern.iter().cycle().take(len));
             v
         });
-    prop_oneof![8 => header_bytes(64), 1 => long]
+    // Valid UTF-8 with multi-byte characters, so the cut lands inside characters too.
+    let long_utf8 = (
+        "[^\\x00-\\x1f\\x7f]{1,6}",
+        MAX_LOGGED_VALUE_BYTES / 2..MAX_LOGGED_VALUE_BYTES * 2,
+    )
+        .prop_map(|(pattern, len)| {
+            let mut v = Vec::new();
+            for c in pattern.chars().cycle() {
+                if v.len() >= len {
+                    break;
+                }
+                let mut buf = [0; 4];
+                v.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+            v
+        });
+    prop_oneof![8 => header_bytes(64), 1 => long, 1 => long_utf8]
 }
 
 fn captured_name() -> impl Strategy<Value = HeaderName> {
@@ -506,6 +523,77 @@ fn truncation_marker_counts_wire_bytes() {
         "a value under the bound is cut: {} wire bytes",
         wire.len()
     );
+}
+
+// ---- flags: the header rules the contract states ---------------------------------------
+
+/// A hostname: labels of letters, digits and hyphens.
+fn hostname() -> impl Strategy<Value = String> {
+    "[a-z0-9][a-z0-9-]{0,10}(\\.[a-z0-9][a-z0-9-]{0,10}){0,3}"
+}
+
+fn random_case(s: &str, flips: &[bool]) -> String {
+    s.chars()
+        .zip(flips.iter().cycle())
+        .map(|(c, up)| if *up { c.to_ascii_uppercase() } else { c })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn flag_helpers_never_panic(a in any::<String>(), b in any::<Option<String>>()) {
+        let _ = flags::has_upgrade_token(&a);
+        let _ = flags::origin_host_mismatch(&a, b.as_deref());
+    }
+
+    /// `upgrade` is found in any case, anywhere in the comma list, with any spaces;
+    /// a list without that token never matches.
+    #[test]
+    fn upgrade_token_in_any_case_and_place(
+        others in prop::collection::vec("[a-zA-Z-]{1,10}", 0..4),
+        at in any::<prop::sample::Index>(),
+        flips in prop::collection::vec(any::<bool>(), 7),
+        ows in "[ \t]{0,2}",
+    ) {
+        let others: Vec<String> = others.into_iter().filter(|t| !t.eq_ignore_ascii_case("upgrade")).collect();
+        let without = others.join(&format!("{ows},{ows}"));
+        prop_assert!(!flags::has_upgrade_token(&without), "{without:?}");
+        let mut with = others.clone();
+        with.insert(at.index(others.len() + 1), random_case("upgrade", &flips));
+        let with = with.join(&format!("{ows},{ows}"));
+        prop_assert!(flags::has_upgrade_token(&format!("{ows}{with}{ows}")), "{with:?}");
+    }
+
+    /// Same host in any case: no mismatch when Host has no port (nginx's `$host`), or the
+    /// port the Origin means (explicit, or its scheme's default); any other port or host
+    /// is a mismatch.
+    #[test]
+    fn origin_host_rules(
+        host in hostname(),
+        other in hostname(),
+        https in any::<bool>(),
+        origin_port in prop::option::of(1u16..),
+        wrong_port in 1u16..,
+        flips in prop::collection::vec(any::<bool>(), 1..8),
+    ) {
+        let scheme = if https { "https" } else { "http" };
+        let port_part = origin_port.map(|p| format!(":{p}")).unwrap_or_default();
+        let origin = format!("{scheme}://{}{port_part}", random_case(&host, &flips));
+        let meant = origin_port.unwrap_or(if https { 443 } else { 80 });
+        prop_assert!(!flags::origin_host_mismatch(&origin, Some(&host)), "{origin} vs {host}");
+        let host_port = format!("{host}:{meant}");
+        prop_assert!(!flags::origin_host_mismatch(&origin, Some(&host_port)), "{origin} vs {host_port}");
+        if wrong_port != meant {
+            let host_wrong = format!("{host}:{wrong_port}");
+            prop_assert!(flags::origin_host_mismatch(&origin, Some(&host_wrong)), "{origin} vs {host_wrong}");
+        }
+        if !other.eq_ignore_ascii_case(&host) {
+            prop_assert!(flags::origin_host_mismatch(&origin, Some(&other)), "{origin} vs {other}");
+        }
+        prop_assert!(flags::origin_host_mismatch(&origin, None));
+    }
 }
 
 // ---- records: one line of JSON --------------------------------------------------------------
