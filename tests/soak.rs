@@ -403,14 +403,24 @@ impl Proxy {
         }
     }
 
+    /// Resident memory now, in KiB.
     fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// Peak resident memory so far, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, key: &str) -> u64 {
         let pid = self.child.id().expect("running");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{key} in /proc/PID/status"))
     }
 
     /// SIGTERM; takes the rest of the records until stdout ends; checks the exit.
@@ -831,6 +841,7 @@ async fn soak() {
 
     proxy.settle(exchanges, tunnels_expected).await;
     let rss_after = proxy.rss_kib();
+    let rss_peak = proxy.peak_rss_kib();
     let books = proxy.stop().await;
 
     // Exactly one record per exchange and per tunnel, nothing else but the lifecycle.
@@ -868,7 +879,7 @@ async fn soak() {
     println!(
         "soak ({}): {} polling requests ({} verified, {} aborted by the client, {} during the \
          upstream restart), {} tunnels ({} verified, {} across the restart), {} payload bytes \
-         verified, RSS warm {} KiB, after {} KiB ({:+} KiB), {:.1}s",
+         verified, RSS warm {} KiB, peak {} KiB, after {} KiB ({:+} KiB), {:.1}s",
         if plan.long { "long" } else { "short" },
         polls_total,
         tally.polls_ok.load(Ordering::Relaxed),
@@ -883,6 +894,7 @@ async fn soak() {
         plan.victims,
         tally.bytes_verified.load(Ordering::Relaxed),
         rss_warm,
+        rss_peak,
         rss_after,
         rss_after as i64 - rss_warm as i64,
         started.elapsed().as_secs_f64(),
