@@ -75,7 +75,7 @@ impl Plan {
                 max_msg: 32 * 1024,
                 victims: 50,
                 down_requests: 50,
-                rss_slack_kib: 16 * 1024,
+                rss_slack_kib: 8 * 1024,
             },
             _ => Plan {
                 long: false,
@@ -88,7 +88,7 @@ impl Plan {
                 max_msg: 8 * 1024,
                 victims: 10,
                 down_requests: 10,
-                rss_slack_kib: 16 * 1024,
+                rss_slack_kib: 8 * 1024,
             },
         }
     }
