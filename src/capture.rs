@@ -170,7 +170,7 @@ fn take(headers: &HeaderMap, name: &HeaderName, budget: &mut usize) -> Logged {
 /// The logged form of one value: redacted where secret, text, size-bounded.
 fn render(name: &HeaderName, value: &HeaderValue, budget: &mut usize) -> String {
     let limit = MAX_LOGGED_VALUE_BYTES.min(*budget);
-    let out = truncate_to(redacted(name, value), limit);
+    let out = truncate_to(redacted(name, value), limit, value.len());
     *budget = budget.saturating_sub(out.len());
     out
 }
@@ -200,20 +200,23 @@ pub fn text(bytes: &[u8]) -> String {
 /// `s` cut to [`MAX_LOGGED_VALUE_BYTES`] (on a character boundary), with a marker
 /// `…[truncated, N bytes]` naming the original length.
 pub fn truncate(s: String) -> String {
-    truncate_to(s, MAX_LOGGED_VALUE_BYTES)
+    let wire = s.len();
+    truncate_to(s, MAX_LOGGED_VALUE_BYTES, wire)
 }
 
-fn truncate_to(mut s: String, limit: usize) -> String {
-    if s.len() <= limit {
+/// Cuts `s`, the logged form of a `wire`-byte value, when the value was over `limit`
+/// bytes as sent; the marker names the size as sent. (A non-UTF-8 value's logged form
+/// may be up to twice its wire size: each byte ≥ 0x80 becomes a 2-byte character.)
+fn truncate_to(mut s: String, limit: usize, wire: usize) -> String {
+    if wire <= limit && s.len() <= 2 * limit {
         return s;
     }
     let mut cut = limit;
     while !s.is_char_boundary(cut) {
         cut -= 1;
     }
-    let total = s.len();
     s.truncate(cut);
-    s.push_str(&format!("…[truncated, {total} bytes]"));
+    s.push_str(&format!("…[truncated, {wire} bytes]"));
     s
 }
 

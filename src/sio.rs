@@ -154,7 +154,22 @@ pub fn open_packet_sid(body: &[u8]) -> Option<String> {
             let colon = body.iter().position(|b| *b == b':')?;
             let len: usize = std::str::from_utf8(&body[..colon]).ok()?.parse().ok()?;
             let rest = &body[colon + 1..];
-            let packet = &rest[..len.min(rest.len())];
+            // JavaScript string length: UTF-16 code units, not bytes. A peek may end
+            // inside a character; only the valid prefix counts.
+            let text = match std::str::from_utf8(rest) {
+                Ok(text) => text,
+                Err(e) => std::str::from_utf8(&rest[..e.valid_up_to()]).ok()?,
+            };
+            let mut units = 0;
+            let end = text
+                .char_indices()
+                .find_map(|(i, c)| {
+                    let at = (units >= len).then_some(i);
+                    units += c.len_utf16();
+                    at
+                })
+                .unwrap_or(text.len());
+            let packet = &rest[..end];
             if packet.first() != Some(&b'0') {
                 return None;
             }
