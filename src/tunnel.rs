@@ -294,7 +294,10 @@ fn open(up: Upgraded) -> (Reader, Writer, Bytes) {
     match up.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (rd, wr) = parts.io.into_inner().into_split();
-            (Reader::Tcp(rd), Writer::Tcp(wr), parts.read_buf)
+            // `read_buf` is a view into hyper's read buffer (8 KiB or more): copy the
+            // few early bytes out so that buffer is freed now, not when the tunnel ends.
+            let early = Bytes::copy_from_slice(&parts.read_buf);
+            (Reader::Tcp(rd), Writer::Tcp(wr), early)
         }
         Err(up) => {
             let (rd, wr) = tokio::io::split(TokioIo::new(up));
