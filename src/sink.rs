@@ -255,7 +255,10 @@ fn format_line(line: &mut Vec<u8>, meta: &Meta, rec: &Record, now: SystemTime) {
     line.extend_from_slice(b",\"event\":\"");
     line.extend_from_slice(rec.event.name().as_bytes());
     line.push(b'"');
-    for (key, value) in [(&b",\"pod\":"[..], &meta.pod), (b",\"pod_ip\":", &meta.pod_ip)] {
+    for (key, value) in [
+        (&b",\"pod\":"[..], &meta.pod),
+        (b",\"pod_ip\":", &meta.pod_ip),
+    ] {
         if let Some(v) = value {
             line.extend_from_slice(key);
             serde_json::to_writer(&mut *line, v).expect("a string always serialises");
