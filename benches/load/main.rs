@@ -141,7 +141,7 @@ fn main() {
         .build()
         .expect("building the runtime");
     let started = std::time::Instant::now();
-    let results = rt.block_on(async {
+    let (results, problems) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the backend");
@@ -155,6 +155,7 @@ fn main() {
             max_conns: o.idle + 1024,
         };
         let mut results = Results::default();
+        let mut problems = Vec::new();
         for k in &kinds {
             // Table order is contender order, whatever the round's order.
             results.order.push(k.name().to_string());
@@ -165,13 +166,17 @@ fn main() {
             for i in 0..n {
                 let kind = kinds[(round + i) % n];
                 eprint!("round {}/{} {:<9} ", round + 1, o.rounds, kind.name());
-                match contender::start(kind, &setup, round) {
+                let problem = match contender::start(kind, &setup, round) {
                     Ok(c) => measure(c, &o, clk_tck, &mut results).await,
-                    Err(e) => eprintln!("failed to start: {e}"),
+                    Err(e) => Some(format!("{}: failed to start: {e}", kind.name())),
+                };
+                if let Some(p) = problem {
+                    eprintln!("PROBLEM {p}");
+                    problems.push(p);
                 }
             }
         }
-        results
+        (results, problems)
     });
     let secs = started.elapsed().as_secs_f64();
 
@@ -209,10 +214,41 @@ fn main() {
     let js = serde_json::to_string_pretty(&results.json(meta)).expect("serialising");
     std::fs::write(out_dir.join("load.json"), js).expect("writing load.json");
     eprintln!("wrote {}/load.md and load.json", out_dir.display());
+    // Only a smoke run fails on problems (CI keeps the harness working with it); a full
+    // run reports them in the table and goes on.
+    if o.smoke && !problems.is_empty() {
+        eprintln!("smoke run failed: {}", problems.join("; "));
+        std::process::exit(1);
+    }
 }
 
-/// Runs every workload against one started contender and adds its figures.
-async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) {
+/// Busy clock ticks of the whole machine, from the `cpu` line of /proc/stat (user, nice,
+/// system, irq, softirq, steal).
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    [0, 1, 2, 5, 6, 7].iter().filter_map(|i| f.get(*i)).sum()
+}
+
+/// utime + stime of this process (backend and load generator), in clock ticks.
+fn own_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    n(11) + n(12)
+}
+
+/// Runs every workload against one started contender and adds its figures; returns a
+/// problem that should fail a smoke run, if any.
+async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<String> {
     let name = c.kind.name();
     let dur = Duration::from_secs_f64(o.secs);
     let settle = Duration::from_millis(if o.smoke { 50 } else { 300 });
@@ -226,6 +262,12 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) {
     if c.is_proxy() {
         r.push(name, "rss_start_mib", c.rss_kib() as f64 / 1024.0);
     }
+    let context0 = (
+        std::time::Instant::now(),
+        machine_busy_ticks(),
+        own_ticks(),
+        c.cpu_ticks(),
+    );
 
     // Idle tunnels first, so that no earlier workload's freed memory hides their cost.
     let rss0 = c.rss_kib();
@@ -311,7 +353,24 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) {
     upgrades += d.upgrades;
     errors += d.errors;
 
+    let (t0, busy0, own0, proxy0) = context0;
+    let foreign = (machine_busy_ticks() - busy0) as f64
+        - (own_ticks() - own0) as f64
+        - (c.cpu_ticks() - proxy0) as f64;
+    r.push(
+        name,
+        "foreign_cpu_pct",
+        (foreign / clk_tck / t0.elapsed().as_secs_f64() * 100.0).max(0.0),
+    );
+
     let kind = c.kind;
+    let mut problem = None;
+    if r.values
+        .get(name)
+        .is_none_or(|v| !v.contains_key("rtt_p50_us"))
+    {
+        problem = Some(format!("{name}: the websocket workloads failed"));
+    }
     if let Some((lines, closed)) = c.stop() {
         let mut missing = expected as f64 - lines as f64;
         if kind == Kind::Sockproxy {
@@ -319,12 +378,16 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) {
             missing += (upgrades as f64 - closed as f64).max(0.0);
         }
         r.push(name, "records_missing", missing);
+        if kind == Kind::Sockproxy && missing != 0.0 {
+            problem = Some(format!("sockproxy: {missing} records missing"));
+        }
         eprint!("expected {expected} log lines, found {lines}");
         if kind == Kind::Sockproxy {
             eprint!(" (+{closed} tunnel_closed of {upgrades})");
         }
     }
     eprintln!("; {errors} failed attempts");
+    problem
 }
 
 /// Adds a rate figure and, for a proxy, its CPU per completed unit.

@@ -15,6 +15,8 @@ pub struct Figure {
     pub prec: usize,
     /// The target for sockproxy's ratio to nginx (at most this), if any.
     pub target: Option<f64>,
+    /// False for counts and context, where a ratio to nginx means nothing.
+    pub ratio: bool,
 }
 
 pub const FIGURES: &[Figure] = &[
@@ -80,13 +82,26 @@ pub const FIGURES: &[Figure] = &[
         1,
         Some(0.85),
     ),
-    fig(
-        "records_missing",
-        "requests whose log line is missing",
-        "",
-        0,
-        None,
-    ),
+    Figure {
+        ratio: false,
+        ..fig(
+            "records_missing",
+            "requests whose log line is missing",
+            "",
+            0,
+            None,
+        )
+    },
+    Figure {
+        ratio: false,
+        ..fig(
+            "foreign_cpu_pct",
+            "context: CPU used by other processes meanwhile",
+            "% of 1 CPU",
+            0,
+            None,
+        )
+    },
 ];
 
 const fn fig(
@@ -102,6 +117,7 @@ const fn fig(
         unit,
         prec,
         target,
+        ratio: true,
     }
 }
 
@@ -185,7 +201,10 @@ impl Results {
                 Some((f, t, r, r.is_some_and(|r| r <= t)))
             })
             .collect();
-        let missing = FIGURES.last().expect("records_missing is last");
+        let missing = FIGURES
+            .iter()
+            .find(|f| f.key == "records_missing")
+            .expect("records_missing is a figure");
         let m = self.stat("sockproxy", missing.key).map(|s| s.max);
         out.push((missing, 0.0, m, m == Some(0.0)));
         out
@@ -214,7 +233,7 @@ impl Results {
                             let _ = write!(cell, " ±{:.0}%", s.spread_pct());
                         }
                         if c != "nginx"
-                            && f.key != "records_missing"
+                            && f.ratio
                             && let Some(r) = self.ratio(c, f.key)
                         {
                             let _ = write!(cell, " ({r:.2}×)");
@@ -274,7 +293,7 @@ impl Results {
                             "min": stat.map(|s| s.min),
                             "max": stat.map(|s| s.max),
                             "spread_pct": stat.map(|s| s.spread_pct()),
-                            "ratio_to_nginx": self.ratio(c, f.key),
+                            "ratio_to_nginx": if f.ratio { self.ratio(c, f.key) } else { None },
                             "rounds": rounds,
                         }),
                     );
