@@ -14,6 +14,8 @@ pub enum Kind {
     Nginx,
     Haproxy,
     Sockproxy,
+    /// A second sockproxy build (`LOAD_BENCH_SOCKPROXY_B`), for an A/B in the same run.
+    SockproxyB,
 }
 
 impl Kind {
@@ -23,6 +25,7 @@ impl Kind {
             Kind::Nginx => "nginx",
             Kind::Haproxy => "haproxy",
             Kind::Sockproxy => "sockproxy",
+            Kind::SockproxyB => "sockproxy-b",
         }
     }
 
@@ -31,7 +34,7 @@ impl Kind {
         match self {
             Kind::Nginx => Some("nginx"),
             Kind::Haproxy => Some("haproxy"),
-            Kind::Direct | Kind::Sockproxy => None,
+            Kind::Direct | Kind::Sockproxy | Kind::SockproxyB => None,
         }
     }
 }
@@ -41,6 +44,7 @@ pub struct Setup<'a> {
     pub backend: SocketAddr,
     pub dir: &'a Path,
     pub sockproxy: &'a Path,
+    pub sockproxy_b: Option<&'a Path>,
     /// `taskset -c CPU` for the proxy, or no pinning.
     pub proxy_cpu: Option<&'a str>,
     /// Enough file descriptors / connections for the idle-tunnel workload.
@@ -110,7 +114,7 @@ pub fn start(kind: Kind, s: &Setup<'_>, round: usize) -> Result<Running, String>
             let args = vec!["-db".into(), "-f".into(), path(&conf).into()];
             ("haproxy".into(), args, dir.join("access.log"), true)
         }
-        Kind::Sockproxy => {
+        Kind::Sockproxy | Kind::SockproxyB => {
             let args = [
                 "run",
                 "--listen",
@@ -127,12 +131,11 @@ pub fn start(kind: Kind, s: &Setup<'_>, round: usize) -> Result<Running, String>
             .into_iter()
             .map(String::from)
             .collect();
-            (
-                path(s.sockproxy).into(),
-                args,
-                dir.join("records.jsonl"),
-                true,
-            )
+            let bin = match (kind, s.sockproxy_b) {
+                (Kind::SockproxyB, Some(b)) => b,
+                _ => s.sockproxy,
+            };
+            (path(bin).into(), args, dir.join("records.jsonl"), true)
         }
         Kind::Direct => unreachable!(),
     };
@@ -263,7 +266,7 @@ impl Running {
         }
         let text = fs::read_to_string(self.log.as_ref()?).ok()?;
         Some(match self.kind {
-            Kind::Sockproxy => text.lines().fold((0, 0), |(req, closed), l| {
+            Kind::Sockproxy | Kind::SockproxyB => text.lines().fold((0, 0), |(req, closed), l| {
                 if l.contains(r#""event":"request""#) || l.contains(r#""event":"upgrade""#) {
                     (req + 1, closed)
                 } else if l.contains(r#""event":"tunnel_closed""#) {
@@ -372,7 +375,7 @@ fn haproxy_conf(port: u16, backend: SocketAddr, max_conns: usize) -> String {
         ("sec-websocket-key", 64),
     ]
     .iter()
-    .map(|(h, len)| format!("  http-request capture req.hdr({h}) len {len}\n"))
+    .map(|(h, len)| format!("  http-request capture req.fhdr({h}) len {len}\n"))
     .collect();
     let fields: String = [
         "upgrade",

@@ -5,6 +5,8 @@
 //! cargo bench --bench load                 # full run, about 6 minutes
 //! cargo bench --bench load -- --smoke      # a few seconds: keeps the harness working (CI)
 //! cargo bench --bench load -- --rounds 3 --secs 2 --idle 1000 --only nginx,sockproxy
+//! LOAD_BENCH_SOCKPROXY=/path/to/other/sockproxy cargo bench --bench load   # another build
+//! LOAD_BENCH_SOCKPROXY_B=/path/to/patched/sockproxy cargo bench --bench load # adds `sockproxy-b`
 //! ```
 //!
 //! Writes `target/bench/load.md` and `target/bench/load.json` and prints the table. Each
@@ -107,7 +109,11 @@ fn main() {
     let out_dir = tmp.parent().expect("target/tmp has a parent").join("bench");
     let run_dir = out_dir.join("run");
     std::fs::create_dir_all(&run_dir).expect("creating target/bench/run");
-    let sockproxy = PathBuf::from(env!("CARGO_BIN_EXE_sockproxy"));
+    // Another build (main's, a patched copy) can stand in for this one.
+    let sockproxy = std::env::var_os("LOAD_BENCH_SOCKPROXY").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_sockproxy")),
+        PathBuf::from,
+    );
 
     let mut kinds = vec![Kind::Direct, Kind::Nginx];
     let mut skipped = Vec::new();
@@ -119,6 +125,10 @@ fn main() {
         }
     }
     kinds.push(Kind::Sockproxy);
+    let sockproxy_b = std::env::var_os("LOAD_BENCH_SOCKPROXY_B").map(PathBuf::from);
+    if sockproxy_b.is_some() {
+        kinds.push(Kind::SockproxyB);
+    }
     if !contender::available("nginx") {
         kinds.retain(|k| *k != Kind::Nginx);
         skipped.push("nginx");
@@ -151,6 +161,7 @@ fn main() {
             backend,
             dir: &run_dir,
             sockproxy: &sockproxy,
+            sockproxy_b: sockproxy_b.as_deref(),
             proxy_cpu: pinned.then_some("0"),
             max_conns: o.idle + 1024,
         };
@@ -209,6 +220,7 @@ fn main() {
         "nginx": run("nginx", &["-v"]).or_else(|| Some(String::new())),
         "haproxy": run("haproxy", &["-v"]).and_then(|v| v.lines().next().map(String::from)),
         "run_seconds": secs,
+        "sockproxy_binary": sockproxy.display().to_string(),
     });
     std::fs::write(out_dir.join("load.md"), &md).expect("writing load.md");
     let js = serde_json::to_string_pretty(&results.json(meta)).expect("serialising");
@@ -373,16 +385,17 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
     }
     if let Some((lines, closed)) = c.stop() {
         let mut missing = expected as f64 - lines as f64;
-        if kind == Kind::Sockproxy {
+        let is_sockproxy = matches!(kind, Kind::Sockproxy | Kind::SockproxyB);
+        if is_sockproxy {
             // Every upgrade also owes a tunnel_closed.
             missing += (upgrades as f64 - closed as f64).max(0.0);
         }
         r.push(name, "records_missing", missing);
-        if kind == Kind::Sockproxy && missing != 0.0 {
-            problem = Some(format!("sockproxy: {missing} records missing"));
+        if is_sockproxy && missing != 0.0 {
+            problem = Some(format!("{name}: {missing} records missing"));
         }
         eprint!("expected {expected} log lines, found {lines}");
-        if kind == Kind::Sockproxy {
+        if is_sockproxy {
             eprint!(" (+{closed} tunnel_closed of {upgrades})");
         }
     }
