@@ -259,7 +259,7 @@ impl Results {
                 } else {
                     (
                         format!("≤ {t:.2}×"),
-                        r.map_or("—".into(), |v| format!("{v:.2}×")),
+                        r.map_or("—".into(), |v| format!("{v:.3}×")),
                     )
                 };
                 let _ = writeln!(
