@@ -106,7 +106,6 @@ impl Shared {
         conn.count_request();
         let token = self.drain.request();
         let id = self.next_id();
-        let span = tracing::debug_span!("exchange", id = %id);
         async move {
             let client_upgrade = req
                 .headers()
@@ -255,7 +254,6 @@ impl Shared {
                 ResponseBody::proxied(body, Some(guard), token),
             ))
         }
-        .instrument(span)
         .await
     }
 
