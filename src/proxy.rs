@@ -165,6 +165,17 @@ impl Shared {
                     false,
                 ));
             }
+            if chunked_more_than_once(&parts.headers) {
+                // RFC 9112 §7: chunked is applied at most once. hyper decodes it once;
+                // an upstream that decoded it twice would see other boundaries.
+                return Ok(self.answer_own(
+                    guard,
+                    StatusCode::BAD_REQUEST,
+                    "Transfer-Encoding applies chunked more than once",
+                    "bad_transfer_encoding",
+                    false,
+                ));
+            }
             parts.uri = match self.upstream_uri(&parts.uri) {
                 Some(uri) => uri,
                 None => {
@@ -386,6 +397,17 @@ impl Shared {
         }
         self.sink.emit(rec);
     }
+}
+
+/// True when the `Transfer-Encoding` lines name `chunked` more than once in all.
+fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count()
+        > 1
 }
 
 fn tunnel_record(info: TunnelInfo, s: tunnel::Spliced, opened: Instant) -> Record {

@@ -53,7 +53,9 @@ impl Drop for Slot {
 /// `--header-timeout`. Counted always; recorded unless it is an idle keep-alive
 /// connection timing out after its requests (normal life, not an error).
 fn client_error(shared: &Shared, info: &ConnInfo, e: &hyper::Error) {
-    let (kind, status) = if e.is_parse_too_large() {
+    let (kind, status) = if e.is_parse_version_h2() {
+        ("bad_request", 0) // hyper closes without an answer
+    } else if e.is_parse_too_large() {
         ("head_too_large", 431)
     } else if e.is_parse() || e.is_parse_status() {
         ("bad_request", 400)
@@ -63,13 +65,13 @@ fn client_error(shared: &Shared, info: &ConnInfo, e: &hyper::Error) {
         tracing::debug!(error = %e, "client connection ended with an error");
         return;
     };
-    if status == 0 && info.requests() > 0 {
+    if kind == "header_timeout" && info.requests() > 0 {
         tracing::debug!("idle keep-alive connection closed by --header-timeout");
         shared.metrics.client_error("idle_timeout");
         return;
     }
     shared.metrics.client_error(kind);
-    let error = if status == 0 {
+    let error = if kind == "header_timeout" {
         "no complete request head within --header-timeout".to_string()
     } else {
         e.to_string()

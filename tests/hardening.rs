@@ -160,6 +160,42 @@ async fn obs_fold_and_bad_transfer_encodings_are_refused() {
 }
 
 #[tokio::test]
+async fn chunked_applied_twice_is_refused_before_the_upstream() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    for te in [
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked, CHUNKED",
+    ] {
+        let mut c = send_raw(
+            proxy.addr,
+            format!("POST {POLL} HTTP/1.1\r\nHost: h\r\n{te}\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert!(
+            response_head(&mut c).await.starts_with("HTTP/1.1 400"),
+            "{te}"
+        );
+        let r = proxy.next_event("request").await;
+        assert_eq!(r["status"], 400);
+        assert!(r["upstream_error"].as_str().unwrap().contains("chunked"));
+    }
+    next_upstream_head_is_legit(proxy.addr, &mut up).await;
+}
+
+#[tokio::test]
+async fn http2_preface_is_closed_unanswered_with_a_record() {
+    let up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(proxy.addr, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+    assert!(read_to_end(&mut c).await.is_empty());
+    let r = proxy.next_event("client_error").await;
+    assert_eq!(r["status"], 0);
+    assert!(r["error"].as_str().unwrap().contains("HTTP2"), "{r}");
+}
+
+#[tokio::test]
 async fn bare_lf_heads_reach_upstream_with_crlf() {
     let mut up = RawUpstream::start().await;
     let proxy = Proxy::start(up.addr, |_| {}).await;
