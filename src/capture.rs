@@ -208,8 +208,8 @@ pub fn truncate(s: String) -> String {
 /// bytes as sent; the marker names the size as sent. (A non-UTF-8 value's logged form
 /// may be up to twice its wire size: each byte ≥ 0x80 becomes a 2-byte character.)
 fn truncate_to(mut s: String, limit: usize, wire: usize) -> String {
-    if wire <= limit && s.len() <= 2 * limit {
-        return s;
+    if s.len() <= limit || (wire <= limit && s.len() <= 2 * limit) {
+        return s; // nothing to cut (a redacted value is short whatever was sent)
     }
     let mut cut = limit;
     while !s.is_char_boundary(cut) {
@@ -427,6 +427,14 @@ mod tests {
         let via = s.all(&header::VIA);
         assert_eq!(via.len(), MAX_LOGGED_REPEATS, "every value still named");
         assert!(s.all(&header::USER_AGENT)[0].starts_with("…[truncated"));
+    }
+
+    #[test]
+    fn a_long_secret_is_redacted_without_a_false_truncation_marker() {
+        let long = format!("session={}", "s".repeat(MAX_LOGGED_VALUE_BYTES * 2));
+        let m = map(&[("cookie", long.as_bytes())]);
+        let s = request(&m, &[]);
+        assert_eq!(s.first(&header::COOKIE), Some("session=<redacted>"));
     }
 
     #[test]

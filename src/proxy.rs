@@ -311,6 +311,12 @@ impl Shared {
         );
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        if status == StatusCode::BAD_REQUEST {
+            // A request sockproxy refused may have framing nobody should trust: end the
+            // connection after the answer rather than read on.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(pod) = &self.pod_header {
             resp.headers_mut()
                 .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());

@@ -141,7 +141,8 @@ pub struct Listening {
 pub struct ClientError {
     pub conn: u64,
     pub client: String,
-    /// `bad_request` (400) or `head_too_large` (431).
+    /// `bad_request` (400, or 0 for an HTTP/2 preface), `head_too_large` (431),
+    /// `uri_too_long` (414) or `header_timeout` (0).
     pub error_kind: &'static str,
     pub error: String,
     /// The status sockproxy answered with.

@@ -21,6 +21,9 @@ use crate::record::{
 };
 use crate::sink::Sink;
 
+/// hyper's default read buffer cap (`max_buf_size`): 8 KiB + 100 × 4 KiB.
+const HYPER_DEFAULT_MAX_BUF: usize = 8192 + 4096 * 100;
+
 /// At most one `connection_limit` record per this long while the limit holds.
 const LIMIT_REPORT_EVERY: Duration = Duration::from_secs(60);
 
@@ -55,6 +58,8 @@ impl Drop for Slot {
 fn client_error(shared: &Shared, info: &ConnInfo, e: &hyper::Error) {
     let (kind, status) = if e.is_parse_version_h2() {
         ("bad_request", 0) // hyper closes without an answer
+    } else if e.is_parse_too_large() && e.to_string().contains("URI too long") {
+        ("uri_too_long", 414)
     } else if e.is_parse_too_large() {
         ("head_too_large", 431)
     } else if e.is_parse() || e.is_parse_status() {
@@ -146,6 +151,9 @@ pub async fn run(
         .auto_date_header(false)
         .max_headers(cfg.max_headers)
         .max_header_size(cfg.max_header_bytes)
+        // hyper also caps its read buffer (default 8 KiB + 400 KiB), which would cut a
+        // larger --max-header-bytes short: raise the cap to match, never lower it.
+        .max_buf_size(cfg.max_header_bytes.max(HYPER_DEFAULT_MAX_BUF))
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout);
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -153,13 +161,26 @@ pub async fn run(
     let mut conn_no: u64 = 0;
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let mut limit_reported: Option<Instant> = None;
+    let mut paused = false;
 
     loop {
         // A free connection slot first: at --max-connections, accepting pauses (the
         // kernel's backlog holds new connections) until a connection or tunnel closes.
         let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+            Ok(permit) => {
+                paused = false;
+                permit
+            }
+            Err(_) if paused => tokio::select! {
+                permit = slots.clone().acquire_owned() => {
+                    paused = false;
+                    permit.expect("the connection semaphore is never closed")
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                _ = signals.recv() => break,
+            },
             Err(_) => {
+                paused = true;
                 shared.metrics.accept_paused.inc();
                 if limit_reported.is_none_or(|t| t.elapsed() >= LIMIT_REPORT_EVERY) {
                     limit_reported = Some(Instant::now());
@@ -176,6 +197,7 @@ pub async fn run(
                 }
                 tokio::select! {
                     permit = slots.clone().acquire_owned() => {
+                        paused = false;
                         permit.expect("the connection semaphore is never closed")
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => continue,

@@ -57,6 +57,7 @@ struct Pending {
 /// Owns the stdout writer thread; [`Writer::close`] flushes what is queued.
 pub struct Writer {
     queue: Arc<Queue>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 thread_local! {
@@ -90,11 +91,11 @@ impl Sink {
             }),
         };
         let for_thread = (sink.clone(), queue.clone());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("sockproxy-records".into())
             .spawn(move || write_loop(out, &for_thread.1, &for_thread.0))
             .expect("spawning the record writer thread at startup");
-        (sink, Writer { queue })
+        (sink, Writer { queue, thread })
     }
 
     /// A sink that hands each line to a channel (tests, the demo).
@@ -159,6 +160,9 @@ impl Sink {
 impl Writer {
     /// Flushes every queued record, waiting at most `deadline` (stdout may be blocked).
     pub fn close(self, deadline: Duration) {
+        if self.thread.is_finished() {
+            return; // the writer is gone (it panicked): nobody to wait for
+        }
         let (ack_tx, ack_rx) = mpsc::channel();
         self.queue.lock().closing = Some(ack_tx);
         self.queue.wake.notify_one();
@@ -195,7 +199,12 @@ fn write_loop<W: Write>(mut out: W, queue: &Queue, sink: &Sink) {
             batch.lines = std::mem::take(&mut p.lines);
             p.closing.take()
         };
-        if batch.write_to(&mut out, sink) {
+        let written = batch.write_to(&mut out, sink);
+        if batch.bytes.capacity() > 4 * BATCH_BYTES {
+            // After a burst (stdout was slow), give the large buffer back.
+            batch.bytes = Vec::with_capacity(BATCH_BYTES);
+        }
+        if written {
             let total = sink.dropped();
             if total > reported {
                 let rec = Record {

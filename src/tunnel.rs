@@ -160,7 +160,7 @@ async fn pump(
             p.look(&prefix, *on_sid);
         }
         meter.activity.touch();
-        if let Err(e) = write_counted(wr, &prefix, meter.count).await {
+        if let Err(e) = write_counted(wr, &prefix, meter).await {
             return End::Failed(to, e);
         }
     }
@@ -182,7 +182,7 @@ async fn pump(
             }
         }
         meter.activity.touch();
-        if let Err(e) = write_counted(wr, &buf, meter.count).await {
+        if let Err(e) = write_counted(wr, &buf, meter).await {
             return End::Failed(to, e);
         }
         buf.clear();
@@ -235,14 +235,17 @@ struct Count {
     total: Counter,
 }
 
-async fn write_counted(wr: &mut Writer, mut data: &[u8], count: &Count) -> io::Result<()> {
+/// Writes all of `data`, counting each write; a write that makes progress is activity
+/// too (a slow peer draining a large read is not an idle tunnel).
+async fn write_counted(wr: &mut Writer, mut data: &[u8], meter: Meter<'_>) -> io::Result<()> {
     while !data.is_empty() {
         let n = wr.write(data).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        count.own.fetch_add(n as u64, Ordering::Relaxed);
-        count.total.inc_by(n as u64);
+        meter.count.own.fetch_add(n as u64, Ordering::Relaxed);
+        meter.count.total.inc_by(n as u64);
+        meter.activity.touch();
         data = &data[n..];
     }
     Ok(())

@@ -173,10 +173,13 @@ async fn chunked_applied_twice_is_refused_before_the_upstream() {
                 .as_bytes(),
         )
         .await;
+        let head = response_head(&mut c).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{te}");
         assert!(
-            response_head(&mut c).await.starts_with("HTTP/1.1 400"),
-            "{te}"
+            head.to_ascii_lowercase().contains("connection: close"),
+            "{head}"
         );
+        let _ = read_to_end(&mut c).await; // and the connection ends
         let r = proxy.next_event("request").await;
         assert_eq!(r["status"], 400);
         assert!(r["upstream_error"].as_str().unwrap().contains("chunked"));
@@ -322,6 +325,57 @@ async fn oversized_heads_are_431_and_never_forwarded() {
 }
 
 #[tokio::test]
+async fn an_unfinished_head_over_the_limit_is_refused_before_it_ends() {
+    let up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| c.max_header_bytes = 16 * 1024).await;
+    // 20 KiB of header lines and no blank line: the head never completes, yet it is
+    // already over the limit, so sockproxy stops buffering it and answers now.
+    let mut req = format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n").into_bytes();
+    for i in 0..200 {
+        req.extend_from_slice(format!("X-Filler-{i:03}: {}\r\n", "v".repeat(80)).as_bytes());
+    }
+    let mut c = send_raw(proxy.addr, &req).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 431"));
+    assert_eq!(
+        proxy.next_event("client_error").await["error_kind"],
+        "head_too_large"
+    );
+}
+
+#[tokio::test]
+async fn a_raised_header_limit_is_honoured_past_hypers_buffer_default() {
+    let mut up = RawUpstream::start().await;
+    let proxy = Proxy::start(up.addr, |c| c.max_header_bytes = 1024 * 1024).await;
+    let big = "b".repeat(500 * 1024);
+    let mut c = send_raw(
+        proxy.addr,
+        format!("GET {POLL} HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let mut conn = up.accept().await;
+    let head = read_head(&mut conn, &mut Vec::new()).await;
+    assert!(head.len() > 500 * 1024);
+    answer_ok(&mut conn).await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test]
+async fn a_uri_over_64_kib_is_414_and_recorded_as_such() {
+    let up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |c| c.max_header_bytes = 256 * 1024).await;
+    let long = "a".repeat(70 * 1024);
+    let mut c = send_raw(
+        proxy.addr,
+        format!("GET /socket.io/?x={long} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(response_head(&mut c).await.starts_with("HTTP/1.1 414"));
+    let r = proxy.next_event("client_error").await;
+    assert_eq!(r["error_kind"], "uri_too_long");
+    assert_eq!(r["status"], 414);
+}
+
+#[tokio::test]
 async fn slow_heads_are_cut_and_idle_keep_alive_closes_quietly() {
     let mut up = RawUpstream::start().await;
     let mut proxy = Proxy::start(up.addr, |c| {
@@ -381,7 +435,11 @@ async fn at_max_connections_accepting_pauses_until_one_closes() {
     .await;
     let m = scrape(proxy.admin).await;
     assert_eq!(m.get("sockproxy_connections_open{}"), Some(&2.0));
-    assert!(m["sockproxy_accept_paused_total{}"] >= 1.0);
+    assert_eq!(
+        m.get("sockproxy_accept_paused_total{}"),
+        Some(&1.0),
+        "one pause"
+    );
     let mut early = [0u8; 1];
     assert!(
         c.read(&mut early).now_or_never().is_none(),
