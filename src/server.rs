@@ -167,37 +167,27 @@ pub async fn run(
         // A free connection slot first: at --max-connections, accepting pauses (the
         // kernel's backlog holds new connections) until a connection or tunnel closes.
         let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                paused = false;
-                permit
-            }
-            Err(_) if paused => tokio::select! {
-                permit = slots.clone().acquire_owned() => {
-                    paused = false;
-                    permit.expect("the connection semaphore is never closed")
-                }
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                _ = signals.recv() => break,
-            },
+            Ok(permit) => permit,
             Err(_) => {
-                paused = true;
-                shared.metrics.accept_paused.inc();
-                if limit_reported.is_none_or(|t| t.elapsed() >= LIMIT_REPORT_EVERY) {
-                    limit_reported = Some(Instant::now());
-                    sink.emit(Record {
-                        severity: Severity::Warning,
-                        message: format!(
-                            "{} connections open (--max-connections): accepting paused until one closes",
-                            cfg.max_connections
-                        ),
-                        event: Event::ConnectionLimit(ConnectionLimit {
-                            max_connections: cfg.max_connections,
-                        }),
-                    });
+                if !paused {
+                    paused = true;
+                    shared.metrics.accept_paused.inc();
+                    if limit_reported.is_none_or(|t| t.elapsed() >= LIMIT_REPORT_EVERY) {
+                        limit_reported = Some(Instant::now());
+                        sink.emit(Record {
+                            severity: Severity::Warning,
+                            message: format!(
+                                "{} connections open (--max-connections): accepting paused until one closes",
+                                cfg.max_connections
+                            ),
+                            event: Event::ConnectionLimit(ConnectionLimit {
+                                max_connections: cfg.max_connections,
+                            }),
+                        });
+                    }
                 }
                 tokio::select! {
                     permit = slots.clone().acquire_owned() => {
-                        paused = false;
                         permit.expect("the connection semaphore is never closed")
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => continue,
@@ -205,6 +195,7 @@ pub async fn run(
                 }
             }
         };
+        paused = false;
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {

@@ -244,23 +244,8 @@ async fn sigterm_drains_a_live_websocket_then_exits_within_the_deadline() {
     use tokio_tungstenite::tungstenite::Message;
 
     let engine = engine_upstream().await;
-    let upstream = engine.to_string();
-    let mut child = sockproxy(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--upstream",
-        &upstream,
-        "--drain-timeout",
-        "1",
-    ])
-    .spawn()
-    .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let listening = next_json(&mut lines).await;
-    let addr: std::net::SocketAddr = listening["listen"].as_str().unwrap().parse().unwrap();
-    let admin: std::net::SocketAddr = listening["admin"].as_str().unwrap().parse().unwrap();
+    let (mut child, mut lines, addr, admin) =
+        start_with_admin(engine, &["--drain-timeout", "1"]).await;
 
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
@@ -307,10 +292,14 @@ async fn sigterm_drains_a_live_websocket_then_exits_within_the_deadline() {
     assert_eq!(rest[1]["tunnels_closed_by_shutdown"], 1);
 }
 
-/// Starts the binary with an admin listener; returns it, its stdout lines, and the
-/// proxy and admin addresses from `listening`.
+/// The current-thread runtime.
+const WORKERS_1: &[&str] = &["--workers", "1"];
+
+/// Starts the binary with an admin listener and `extra` flags; returns it, its stdout
+/// lines, and the proxy and admin addresses from `listening`.
 async fn start_with_admin(
     upstream: std::net::SocketAddr,
+    extra: &[&str],
 ) -> (
     Child,
     tokio::io::Lines<BufReader<ChildStdout>>,
@@ -318,18 +307,16 @@ async fn start_with_admin(
     std::net::SocketAddr,
 ) {
     let upstream = upstream.to_string();
-    let mut child = sockproxy(&[
+    let mut args = vec![
         "--listen",
         "127.0.0.1:0",
         "--admin",
         "127.0.0.1:0",
         "--upstream",
         &upstream,
-        "--workers",
-        "1", // the current-thread runtime
-    ])
-    .spawn()
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let mut child = sockproxy(&args).spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let listening = next_json(&mut lines).await;
     let addr = listening["listen"].as_str().unwrap().parse().unwrap();
@@ -355,7 +342,7 @@ async fn handshake(addr: std::net::SocketAddr) -> String {
 #[tokio::test]
 async fn closed_stdout_loses_records_not_traffic() {
     let engine = engine_upstream().await;
-    let (child, lines, addr, admin) = start_with_admin(engine).await;
+    let (child, lines, addr, admin) = start_with_admin(engine, WORKERS_1).await;
     drop(lines); // the reader of stdout goes away: every later write fails (EPIPE)
     for _ in 0..20 {
         assert_eq!(handshake(addr).await, "HTTP/1.1 200 OK");
@@ -389,7 +376,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[tokio::test]
 async fn out_of_file_descriptors_backs_off_and_recovers() {
     let engine = engine_upstream().await;
-    let (child, _lines, addr, admin) = start_with_admin(engine).await;
+    let (child, _lines, addr, admin) = start_with_admin(engine, WORKERS_1).await;
     let pid = child.id().unwrap();
     let limited = std::process::Command::new("prlimit")
         .args(["--pid", &pid.to_string(), "--nofile=48:48"])

@@ -295,6 +295,19 @@ impl Drop for Running {
 /// The seed's websocket proxying (Upgrade passed, `Connection` from the usual map so that
 /// plain requests keep the upstream connection alive), upstream keep-alive, one worker,
 /// and a JSON access log of the headers sockproxy records, buffered like a production log.
+/// The seed's websocket proxying, used by both nginx locations.
+const NGINX_PROXY: &str = "\
+      proxy_pass http://theia;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_read_timeout 3600s;
+";
+
 fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr, max_conns: usize) -> String {
     let d = path(dir);
     let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
@@ -330,32 +343,15 @@ http {{
     listen 127.0.0.1:{port} backlog=4096;
     location ~ ^/theia/socket\.io/ {{
       rewrite ^/theia/socket\.io/(.*)$ /socket.io/$1 break;
-      proxy_pass http://theia;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_read_timeout 3600s;
-    }}
+{proxy}    }}
     location / {{
-      proxy_pass http://theia;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Real-IP $remote_addr;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-      proxy_read_timeout 3600s;
-    }}
+{proxy}    }}
   }}
 }}
 "#,
         nofile = max_conns * 2 + 1024,
         conns = max_conns * 2 + 512,
+        proxy = NGINX_PROXY,
     )
 }
 

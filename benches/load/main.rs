@@ -84,6 +84,16 @@ impl Opts {
 }
 
 /// CPUs we may run on (call before pinning ourselves).
+/// How long a workload's end is given before the proxy's CPU is read: the proxy still
+/// closes the workload's connections (and writes their records) just after it ends.
+const CPU_SETTLE: Duration = Duration::from_millis(100);
+
+/// The proxy's CPU time so far, in µs, read [`CPU_SETTLE`] after a workload ended.
+async fn cpu_settled(c: &Running, us_per_tick: f64) -> f64 {
+    tokio::time::sleep(CPU_SETTLE).await;
+    c.cpu_ticks() as f64 * us_per_tick
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -302,16 +312,14 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
     // Timed request workloads: (figure for the rate, figure for CPU per unit).
     let c0 = cpu(&c);
     let d = workload::polling_keepalive(c.addr, 32, dur).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let c1 = cpu(&c);
+    let c1 = cpu_settled(&c, us_per_tick).await;
     rate(r, &c, "poll_rps", "poll_cpu_us", d, c1 - c0);
     expected += d.requests;
     errors += d.errors;
 
     let c0 = cpu(&c);
     let d = workload::polling_new_conn(c.addr, 16, dur).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let c1 = cpu(&c);
+    let c1 = cpu_settled(&c, us_per_tick).await;
     rate(r, &c, "newconn_rps", "newconn_cpu_us", d, c1 - c0);
     expected += d.requests;
     errors += d.errors;
@@ -319,8 +327,7 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
     let c0 = cpu(&c);
     match workload::ws_rtt(c.addr, o.rtts).await {
         Ok((mut rtts, _)) => {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let c1 = cpu(&c);
+            let c1 = cpu_settled(&c, us_per_tick).await;
             rtts.sort_by(f64::total_cmp);
             let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
             r.push(name, "rtt_p50_us", pct(0.50));
@@ -341,8 +348,7 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
     let c0 = cpu(&c);
     match workload::ws_throughput(c.addr, 4, 64 * 1024, 8, dur).await {
         Ok((in_time, total, _)) => {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let c1 = cpu(&c);
+            let c1 = cpu_settled(&c, us_per_tick).await;
             r.push(name, "ws_mbps", in_time as f64 / 1e6 / o.secs);
             if c.is_proxy() && total > 0 {
                 r.push(name, "ws_cpu_us_per_mb", (c1 - c0) / (total as f64 / 1e6));
@@ -358,8 +364,7 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
 
     let c0 = cpu(&c);
     let d = workload::handshakes(c.addr, 16, dur).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let c1 = cpu(&c);
+    let c1 = cpu_settled(&c, us_per_tick).await;
     rate(r, &c, "hs_rate", "hs_cpu_us", d, c1 - c0);
     expected += d.count;
     upgrades += d.upgrades;
