@@ -214,10 +214,18 @@ impl Draft {
         let mut sio_error = None;
         if let Some(s) = self.sio.as_mut() {
             if self.status >= 400 {
-                // Only a body the upstream sent, seen to its end, is an engine.io error.
-                if peeked.is_some() && outcome == Outcome::Complete && self.upstream_error.is_none()
-                {
-                    sio_error = Some(sio::decode_error(body));
+                // Only a body the upstream sent is an engine.io error: whatever it says
+                // when seen to its end; when the client left first (engine.io's chunked
+                // answer can be all there but its last-chunk marker not yet read), only
+                // if it decodes as a whole engine.io error.
+                if peeked.is_some() && self.upstream_error.is_none() {
+                    let e = sio::decode_error(body);
+                    let whole = match outcome {
+                        Outcome::Complete => true,
+                        Outcome::ClientAborted => e.code.is_some(),
+                        _ => false,
+                    };
+                    sio_error = whole.then_some(e);
                 }
             } else if self.status == 200
                 && s.sid.is_none()

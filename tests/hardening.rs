@@ -642,3 +642,36 @@ async fn upstream_restart_is_502_while_down_then_works_again() {
     assert!(response_head(&mut c).await.starts_with("HTTP/1.1 200"));
     assert_eq!(proxy.next_event("request").await["status"], 200);
 }
+
+#[tokio::test]
+async fn an_error_body_all_sent_keeps_its_decoding_when_the_client_leaves_before_its_end() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\r\nHost: h\r\n\r\n",
+    )
+    .await;
+    let mut conn = up.accept().await;
+    read_head(&mut conn, &mut Vec::new()).await;
+    // engine.io's abortRequest: chunked JSON; the last-chunk marker has not come yet.
+    let json = br#"{"code":3,"message":"Bad request"}"#;
+    conn.write_all(
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+            json.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    conn.write_all(json).await.unwrap();
+    conn.write_all(b"\r\n").await.unwrap();
+    let mut got = Vec::new();
+    read_until(&mut c, &mut got, json).await;
+    drop(c); // the client leaves with the whole body
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["outcome"], "client_aborted");
+    assert_eq!(r["sio_error"]["code"], 3);
+    drop(conn);
+}
