@@ -176,7 +176,7 @@ fn render(name: &HeaderName, value: &HeaderValue, budget: &mut usize) -> String 
 }
 
 fn redacted(name: &HeaderName, value: &HeaderValue) -> String {
-    let text = text(value.as_bytes());
+    let text = text_cow(value.as_bytes());
     if name == header::COOKIE {
         redact_cookie(&text)
     } else if name == header::SET_COOKIE {
@@ -184,16 +184,20 @@ fn redacted(name: &HeaderName, value: &HeaderValue) -> String {
     } else if name == header::AUTHORIZATION || name == header::PROXY_AUTHORIZATION {
         REDACTED.to_string()
     } else {
-        text
+        text.into_owned()
     }
 }
 
 /// Header bytes as a string: UTF-8 when valid, otherwise each byte as the Latin-1
 /// character of the same value (RFC 9110 obs-text), so no byte is lost or merged.
 pub fn text(bytes: &[u8]) -> String {
+    text_cow(bytes).into_owned()
+}
+
+fn text_cow(bytes: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(bytes) {
-        Ok(s) => s.to_string(),
-        Err(_) => bytes.iter().map(|&b| b as char).collect(),
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
     }
 }
 
@@ -228,7 +232,7 @@ pub fn redact_cookie(value: &str) -> String {
         if i > 0 {
             out.push(';');
         }
-        out.push_str(&redact_pair(pair));
+        push_redacted_pair(&mut out, pair);
     }
     out
 }
@@ -236,10 +240,16 @@ pub fn redact_cookie(value: &str) -> String {
 /// `GCLB=xyz; Path=/; HttpOnly` → `GCLB=<redacted>; Path=/; HttpOnly`: only the cookie's
 /// own value is secret; its attributes are kept.
 pub fn redact_set_cookie(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + REDACTED.len());
     match value.split_once(';') {
-        Some((pair, attrs)) => format!("{};{attrs}", redact_pair(pair)),
-        None => redact_pair(value),
+        Some((pair, attrs)) => {
+            push_redacted_pair(&mut out, pair);
+            out.push(';');
+            out.push_str(attrs);
+        }
+        None => push_redacted_pair(&mut out, value),
     }
+    out
 }
 
 /// `a=1&access_token=xyz` → `a=1&access_token=<redacted>`: the value of every
@@ -271,12 +281,16 @@ pub fn redact_query<'a>(query: &'a str, names: &[String]) -> Cow<'a, str> {
     Cow::Owned(out)
 }
 
-fn redact_pair(pair: &str) -> String {
+fn push_redacted_pair(out: &mut String, pair: &str) {
     match pair.split_once('=') {
-        Some((name, _)) if name.trim() == IO_COOKIE => pair.to_string(),
-        Some((name, _)) => format!("{name}={REDACTED}"),
-        None if pair.trim().is_empty() => pair.to_string(),
-        None => REDACTED.to_string(),
+        Some((name, _)) if name.trim() == IO_COOKIE => out.push_str(pair),
+        Some((name, _)) => {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(REDACTED);
+        }
+        None if pair.trim().is_empty() => out.push_str(pair),
+        None => out.push_str(REDACTED),
     }
 }
 

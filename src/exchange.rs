@@ -167,13 +167,25 @@ impl Drop for Guard {
 }
 
 impl Draft {
+    /// `path?query` as the client sent it (query redacted).
+    fn target(&self) -> String {
+        let mut t =
+            String::with_capacity(self.path.len() + 1 + self.query.as_ref().map_or(0, String::len));
+        t.push_str(&self.path);
+        if let Some(q) = &self.query {
+            t.push('?');
+            t.push_str(q);
+        }
+        t
+    }
+
     /// The URL as the browser asked for it, for Cloud Logging's `requestUrl`:
     /// scheme from `X-Forwarded-Proto` (else http), host from `Host`.
     pub fn request_url(&self) -> String {
-        let target = match &self.query {
-            Some(q) => format!("{}?{q}", self.path),
-            None => self.path.clone(),
-        };
+        self.request_url_of(self.target())
+    }
+
+    fn request_url_of(&self, target: String) -> String {
         match self.headers.first(&header::HOST) {
             Some(host) => {
                 let xfp = self
@@ -184,7 +196,12 @@ impl Draft {
                     .map(str::trim)
                     .filter(|s| *s == "https" || *s == "http")
                     .unwrap_or("http");
-                format!("{scheme}://{host}{target}")
+                let mut url = String::with_capacity(scheme.len() + 3 + host.len() + target.len());
+                url.push_str(scheme);
+                url.push_str("://");
+                url.push_str(host);
+                url.push_str(&target);
+                url
             }
             None => target,
         }
@@ -256,36 +273,17 @@ impl Draft {
         } else {
             Severity::Info
         };
-        let target = match &self.query {
-            Some(q) => format!("{}?{q}", self.path),
-            None => self.path.clone(),
-        };
-        let status_text = match outcome {
-            Outcome::ClientAborted => format!("{} (client went away)", self.status),
-            Outcome::Shutdown => format!("{} (cut by shutdown)", self.status),
-            _ => self.status.to_string(),
-        };
-        let message = format!(
-            "{} {} {} {:.1}ms{}",
-            self.method,
-            target,
-            status_text,
-            record::millis(elapsed),
-            if flags.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", flags.join(","))
-            }
-        );
+        let target = self.target();
+        let message = message(&self.method, &target, self.status, outcome, elapsed, &flags);
         let http_request = HttpRequest {
             request_method: self.method.clone(),
-            request_url: self.request_url(),
+            request_url: self.request_url_of(target),
             status: self.status,
-            request_size: bytes_in.to_string(),
-            response_size: self.bytes_out.to_string(),
+            request_size: bytes_in,
+            response_size: self.bytes_out,
             user_agent: self.headers.first(&header::USER_AGENT).map(str::to_string),
             remote_ip: self.remote_ip(),
-            latency: record::latency(elapsed),
+            latency: elapsed,
             protocol: "HTTP/1.1",
         };
         let ex = Exchange {
@@ -319,6 +317,35 @@ impl Draft {
             },
         }
     }
+}
+
+/// The record's human line: `GET /socket.io/?… 200 1.2ms [flag,flag]`, built in one
+/// allocation.
+fn message(
+    method: &str,
+    target: &str,
+    status: u16,
+    outcome: Outcome,
+    elapsed: std::time::Duration,
+    flags: &[&str],
+) -> String {
+    use std::fmt::Write as _;
+    let mut m = String::with_capacity(method.len() + target.len() + 48 + 24 * flags.len());
+    let _ = write!(m, "{method} {target} {status}");
+    match outcome {
+        Outcome::ClientAborted => m.push_str(" (client went away)"),
+        Outcome::Shutdown => m.push_str(" (cut by shutdown)"),
+        _ => {}
+    }
+    let _ = write!(m, " {:.1}ms", record::millis(elapsed));
+    for (i, flag) in flags.iter().enumerate() {
+        m.push_str(if i == 0 { " [" } else { "," });
+        m.push_str(flag);
+    }
+    if !flags.is_empty() {
+        m.push(']');
+    }
+    m
 }
 
 /// Captures what the record needs from a request head, before anything touches it.

@@ -208,13 +208,35 @@ pub struct HttpRequest {
     pub request_method: String,
     pub request_url: String,
     pub status: u16,
-    pub request_size: String,
-    pub response_size: String,
+    /// Cloud Logging spells sizes as decimal strings (int64 in JSON).
+    #[serde(serialize_with = "decimal_string")]
+    pub request_size: u64,
+    #[serde(serialize_with = "decimal_string")]
+    pub response_size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     pub remote_ip: String,
-    pub latency: String,
+    /// Written as Cloud Logging's Duration string, e.g. `"0.001234s"` ([`latency`]).
+    #[serde(serialize_with = "duration_string")]
+    pub latency: std::time::Duration,
     pub protocol: &'static str,
+}
+
+fn decimal_string<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
+}
+
+fn duration_string<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&Latency(*d))
+}
+
+/// Cloud Logging's Duration text, written straight into the line.
+struct Latency(std::time::Duration);
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:06}s", self.0.as_secs(), self.0.subsec_micros())
+    }
 }
 
 /// `tunnel_closed`.
@@ -274,7 +296,7 @@ pub fn millis(d: std::time::Duration) -> f64 {
 
 /// Cloud Logging's Duration string, e.g. `"0.001234s"`.
 pub fn latency(d: std::time::Duration) -> String {
-    format!("{}.{:06}s", d.as_secs(), d.subsec_micros())
+    Latency(d).to_string()
 }
 
 /// Trace id and span from `X-Cloud-Trace-Context` (`TRACE/SPAN;o=1`, decimal span) or
