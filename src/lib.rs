@@ -25,6 +25,7 @@ pub mod admin;
 pub mod body;
 pub mod capture;
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod drain;
 pub mod error;

@@ -20,13 +20,13 @@ use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 
 use crate::body::{RequestBody, RequestProgress, ResponseBody};
 use crate::capture;
 use crate::config::{Config, SID_REGISTRY_CAPACITY, UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
+use crate::connect::Connector;
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
 use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
@@ -44,7 +44,7 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
     pub started: Instant,
-    client: Client<HttpConnector, RequestBody>,
+    client: Client<Connector, RequestBody>,
     next_id: AtomicU64,
     id_prefix: String,
     pod_header: Option<HeaderValue>,
@@ -53,9 +53,7 @@ pub struct Shared {
 impl Shared {
     /// Builds the shared state and the pooled upstream client.
     pub fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        let connector = Connector::new(cfg.connect_timeout);
         let client = Client::builder(TokioExecutor::new())
             .http1_preserve_header_case(true)
             .http1_max_headers(UPSTREAM_MAX_HEADERS)

@@ -16,11 +16,13 @@ use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::{FRAME_PEEK_BYTES, TUNNEL_BUFFER_BYTES};
+use crate::connect::Upstream;
 use crate::record::ClosedBy;
 use crate::sio;
 
@@ -294,19 +296,23 @@ enum Writer {
 /// Takes the upgraded stream apart: the plain TCP stream when it is one (the case for
 /// both sides here), plus the bytes hyper had already read past the HTTP head.
 fn open(up: Upgraded) -> (Reader, Writer, Bytes) {
-    match up.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (rd, wr) = parts.io.into_inner().into_split();
-            // `read_buf` is a view into hyper's read buffer (8 KiB or more): copy the
-            // few early bytes out so that buffer is freed now, not when the tunnel ends.
-            let early = Bytes::copy_from_slice(&parts.read_buf);
-            (Reader::Tcp(rd), Writer::Tcp(wr), early)
-        }
-        Err(up) => {
-            let (rd, wr) = tokio::io::split(TokioIo::new(up));
-            (Reader::Other(rd), Writer::Other(wr), Bytes::new())
-        }
-    }
+    // The client side is the server connection's stream, the upstream side the
+    // connector's.
+    let (tcp, read_buf) = match up.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+        Err(up) => match up.downcast::<Upstream>() {
+            Ok(parts) => (parts.io.into_tcp(), parts.read_buf),
+            Err(up) => {
+                let (rd, wr) = tokio::io::split(TokioIo::new(up));
+                return (Reader::Other(rd), Writer::Other(wr), Bytes::new());
+            }
+        },
+    };
+    let (rd, wr) = tcp.into_split();
+    // `read_buf` is a view into hyper's read buffer (8 KiB or more): copy the few early
+    // bytes out so that buffer is freed now, not when the tunnel ends.
+    let early = Bytes::copy_from_slice(&read_buf);
+    (Reader::Tcp(rd), Writer::Tcp(wr), early)
 }
 
 impl Reader {
@@ -318,12 +324,29 @@ impl Reader {
                     rd.readable().await?;
                     buf.reserve_exact(TUNNEL_BUFFER_BYTES);
                 }
-                match rd.try_read_buf(buf) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // A read that leaves room in the buffer has drained the socket: say so
+                // to tokio (a `WouldBlock` answer inside `try_io` clears the readiness),
+                // so the next read waits for new data instead of spending a system call
+                // to find nothing, as nginx does. Data arriving meanwhile sets the
+                // readiness again (tokio compares event ticks, so none is lost).
+                let mut drained = None;
+                let read = rd.as_ref().try_io(Interest::READABLE, || {
+                    let room = buf.capacity() - buf.len();
+                    match rd.try_read_buf(buf)? {
+                        n if n > 0 && n < room => {
+                            drained = Some(n);
+                            Err(io::ErrorKind::WouldBlock.into())
+                        }
+                        n => Ok(n),
+                    }
+                });
+                match (read, drained) {
+                    (_, Some(n)) => return Ok(n),
+                    (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {
                         // Idle: give the buffer back until data arrives again.
                         *buf = Vec::new();
                     }
-                    other => return other,
+                    (other, None) => return other,
                 }
             },
             Reader::Other(rd) => {

@@ -109,6 +109,42 @@ async fn upstream_closing_first_is_closed_by_upstream() {
     assert_eq!(closed["bytes_client_to_upstream"], 0);
 }
 
+/// Each small message is read with room to spare in the tunnel's buffer, which the
+/// tunnel takes as "socket drained" and then waits for the next readiness event rather
+/// than reading again. A lost event would stall this ping-pong (each message is sent
+/// only after the previous echo arrived); an end-of-stream that came in with the last
+/// data must still end the direction.
+#[tokio::test]
+async fn ping_pong_of_small_messages_and_data_with_fin_all_arrive() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let (mut client, mut client_buf, mut upstream, mut up_buf) =
+        open_tunnel(&proxy, &mut up, b"", b"").await;
+    for i in 0..300u32 {
+        let msg = format!("ping{i:05}");
+        client.write_all(msg.as_bytes()).await.unwrap();
+        read_at_least(&mut upstream, &mut up_buf, msg.len()).await;
+        assert_eq!(up_buf, msg.as_bytes());
+        up_buf.clear();
+        let echo = format!("pong{i:05}");
+        upstream.write_all(echo.as_bytes()).await.unwrap();
+        read_at_least(&mut client, &mut client_buf, echo.len()).await;
+        assert_eq!(client_buf, echo.as_bytes());
+        client_buf.clear();
+    }
+    // Data and FIN back to back, both ways.
+    upstream.write_all(b"bye").await.unwrap();
+    upstream.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut client).await, b"bye");
+    client.write_all(b"ok").await.unwrap();
+    client.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut upstream).await, b"ok");
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["closed_by"], "upstream");
+    assert_eq!(closed["bytes_client_to_upstream"], 300 * 9 + 2);
+    assert_eq!(closed["bytes_upstream_to_client"], 300 * 9 + 3);
+}
+
 #[tokio::test]
 async fn client_reset_mid_tunnel_keeps_counts() {
     let mut up = RawUpstream::start().await;
