@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Request};
 use sockproxy::capture;
 use sockproxy::exchange::capture_request;
-use sockproxy::record::{self, Event, Exchange, HttpRequest, Outcome, Record, Severity};
+use sockproxy::record::{Event, Exchange, HttpRequest, Outcome, Record, Severity};
 use sockproxy::sink::Sink;
 use sockproxy::sio::{self, Sio};
 
