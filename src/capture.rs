@@ -91,6 +91,11 @@ impl Snapshot {
         self.first(name).is_some()
     }
 
+    /// Every logged header in order, for the record writer.
+    pub fn entries(&self) -> &[(HeaderName, Logged)] {
+        &self.0
+    }
+
     /// True when no header was logged.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

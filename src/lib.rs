@@ -31,6 +31,7 @@ pub mod drain;
 pub mod error;
 pub mod exchange;
 pub mod flags;
+pub mod json;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;

@@ -260,7 +260,7 @@ fn format_line(line: &mut Vec<u8>, meta: &Meta, rec: &Record, now: SystemTime) {
     line.extend_from_slice(b"\",\"severity\":\"");
     line.extend_from_slice(rec.severity.as_str().as_bytes());
     line.extend_from_slice(b"\",\"message\":");
-    serde_json::to_writer(&mut *line, &rec.message).expect("a string always serialises");
+    crate::json::string(line, &rec.message);
     line.extend_from_slice(b",\"event\":\"");
     line.extend_from_slice(rec.event.name().as_bytes());
     line.push(b'"');
@@ -270,7 +270,7 @@ fn format_line(line: &mut Vec<u8>, meta: &Meta, rec: &Record, now: SystemTime) {
     ] {
         if let Some(v) = value {
             line.extend_from_slice(key);
-            serde_json::to_writer(&mut *line, v).expect("a string always serialises");
+            crate::json::string(line, v);
         }
     }
     let start = line.len();

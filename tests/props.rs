@@ -754,6 +754,82 @@ proptest! {
         prop_assert_eq!(v["bytes_upstream_to_client"].as_u64(), Some(down));
     }
 
+    /// The fast record writer escapes a string exactly as serde_json does.
+    #[test]
+    fn json_string_is_serde_jsons(
+        chars in prop::collection::vec(
+            prop_oneof![
+                any::<char>(),
+                Just('"'),
+                Just('\\'),
+                Just('\u{7f}'),
+                Just('é'),
+                (0u8..0x20).prop_map(char::from),
+            ],
+            0..40,
+        )
+    ) {
+        let s: String = chars.into_iter().collect();
+        let mut fast = Vec::new();
+        sockproxy::json::string(&mut fast, &s);
+        prop_assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            serde_json::to_string(&s).unwrap()
+        );
+    }
+
+    /// `request`, `upgrade` and `tunnel_closed` fields from the fast writer are byte for
+    /// byte serde_json's, absent optional parts included.
+    #[test]
+    fn fast_record_writer_is_serde_jsons(
+        m in header_map(),
+        strings in any::<[String; 5]>(),
+        query in any::<Option<String>>(),
+        error_body in prop::collection::vec(any::<u8>(), 0..64),
+        trace in any::<[Option<String>; 3]>(),
+        absent in any::<[bool; 5]>(),
+        numbers in any::<(u64, u64, u32, u16)>(),
+        closed_by in prop::sample::select(vec![ClosedBy::Client, ClosedBy::Upstream, ClosedBy::Shutdown, ClosedBy::Error, ClosedBy::IdleTimeout]),
+        outcome in prop::sample::select(vec![Outcome::Complete, Outcome::ClientAborted, Outcome::UpstreamError, Outcome::Shutdown]),
+    ) {
+        let headers = capture::request(&m, &[HeaderName::from_static("x-custom")]);
+        let resp_headers = capture::response(&m, &[]);
+        let mut ex = exchange(headers, resp_headers, strings.clone(), query.clone(), error_body, trace.clone());
+        let (bytes_in, bytes_out, micros, status) = numbers;
+        if absent[0] { ex.sio = None; }
+        if absent[1] { ex.sio_error = None; }
+        if absent[2] { ex.upstream_error = None; ex.http_request.user_agent = None; }
+        if absent[3] { ex.flags.clear(); }
+        if absent[4] { ex.flags.push("origin_host_mismatch"); }
+        ex.bytes_in = bytes_in;
+        ex.bytes_out = bytes_out;
+        ex.status = status;
+        ex.outcome = outcome;
+        ex.duration_ms = f64::from(micros) / 1000.0;
+        ex.http_request.request_size = bytes_in;
+        ex.http_request.latency = std::time::Duration::from_micros(u64::from(micros) * 997);
+        let tc = TunnelClosed {
+            id: ex.id.clone(),
+            conn: bytes_out,
+            client: ex.client.clone(),
+            path: ex.path.clone(),
+            sio: ex.sio.clone(),
+            duration_ms: ex.duration_ms,
+            bytes_client_to_upstream: bytes_in,
+            bytes_upstream_to_client: bytes_out,
+            closed_by,
+            error: ex.upstream_error.clone(),
+            http_request: ex.http_request.clone(),
+            trace: ex.trace.clone(),
+        };
+        for event in [Event::Request(Box::new(ex.clone())), Event::Upgrade(Box::new(ex)), Event::TunnelClosed(Box::new(tc))] {
+            let (mut fast, mut serde) = (Vec::new(), Vec::new());
+            event.fields_json(&mut fast).unwrap();
+            event.fields_json_serde(&mut serde).unwrap();
+            prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
+        }
+    }
+
     /// Trace ids come out as 32 lowercase hex digits, whatever the headers held.
     #[test]
     fn trace_ids_are_well_formed(cloud in any::<Option<String>>(), tp in any::<Option<String>>(), project in any::<Option<String>>()) {
