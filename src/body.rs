@@ -11,6 +11,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::drain::Token;
 use crate::exchange::Guard;
 use crate::record::Outcome;
+use crate::upstream::Lease;
 
 /// How far the client got with its request body.
 #[derive(Debug, Default)]
@@ -88,6 +89,8 @@ enum Kind {
     Proxied {
         inner: Incoming,
         guard: Option<Guard>,
+        /// The upstream connection, back to the pool when the body has ended.
+        lease: Option<Lease>,
     },
     Own(Option<Bytes>),
 }
@@ -95,9 +98,13 @@ enum Kind {
 impl ResponseBody {
     /// The upstream's body; `guard` (if the exchange is recorded) is finished when the
     /// body ends, or dropped with it when the client goes away first.
-    pub fn proxied(inner: Incoming, guard: Option<Guard>, token: Token) -> Self {
+    pub fn proxied(inner: Incoming, guard: Option<Guard>, token: Token, lease: Lease) -> Self {
         let mut body = ResponseBody {
-            kind: Kind::Proxied { inner, guard },
+            kind: Kind::Proxied {
+                inner,
+                guard,
+                lease: Some(lease),
+            },
             token: Some(token),
         };
         body.finish_if_ended();
@@ -114,11 +121,19 @@ impl ResponseBody {
 
     /// hyper stops polling once `is_end_stream` says so: write the record then.
     fn finish_if_ended(&mut self) {
-        if let Kind::Proxied { inner, guard } = &mut self.kind
+        if let Kind::Proxied {
+            inner,
+            guard,
+            lease,
+        } = &mut self.kind
             && inner.is_end_stream()
-            && let Some(g) = guard.take()
         {
-            g.finish(Outcome::Complete);
+            if let Some(l) = lease.take() {
+                l.release();
+            }
+            if let Some(g) = guard.take() {
+                g.finish(Outcome::Complete);
+            }
         }
         if self.is_end_stream() {
             self.token = None;
@@ -137,7 +152,11 @@ impl Body for ResponseBody {
         let this = &mut *self;
         match &mut this.kind {
             Kind::Own(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Proxied { inner, guard } => {
+            Kind::Proxied {
+                inner,
+                guard,
+                lease,
+            } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 match &frame {
                     Some(Ok(f)) => {
@@ -152,6 +171,9 @@ impl Body for ResponseBody {
                         }
                     }
                     None => {
+                        if let Some(l) = lease.take() {
+                            l.release();
+                        }
                         if let Some(g) = guard.take() {
                             g.finish(Outcome::Complete);
                         }

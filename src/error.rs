@@ -19,19 +19,15 @@ pub enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    /// Sorts a client error by where it happened.
-    pub fn classify(err: &hyper_util::client::legacy::Error) -> Self {
-        if err.is_connect() {
-            if chain(err).any(|e| {
-                e.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            }) {
+    /// Sorts an upstream failure by where it happened.
+    pub fn classify(err: &crate::upstream::Failure) -> Self {
+        use crate::upstream::Failure;
+        match err {
+            Failure::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 UpstreamFailure::ConnectTimeout
-            } else {
-                UpstreamFailure::Unreachable(describe(err))
             }
-        } else {
-            UpstreamFailure::NoResponse(describe(err))
+            Failure::Connect(e) => UpstreamFailure::Unreachable(describe(e)),
+            Failure::Exchange(e) => UpstreamFailure::NoResponse(describe(e)),
         }
     }
 

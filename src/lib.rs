@@ -42,3 +42,4 @@ pub mod sids;
 pub mod sink;
 pub mod sio;
 pub mod tunnel;
+pub mod upstream;

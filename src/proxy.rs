@@ -16,17 +16,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 
 use crate::body::{RequestBody, RequestProgress, ResponseBody};
 use crate::capture;
-use crate::config::{Config, SID_REGISTRY_CAPACITY, UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
-use crate::connect::Connector;
+use crate::config::{Config, SID_REGISTRY_CAPACITY};
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
 use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
@@ -35,6 +32,7 @@ use crate::record::{self, ClosedBy, Event, HttpRequest, Outcome, Record, Severit
 use crate::sids::SidRegistry;
 use crate::sink::Sink;
 use crate::tunnel;
+use crate::upstream::Upstream;
 
 /// State shared by every exchange of one sockproxy process.
 pub struct Shared {
@@ -44,7 +42,7 @@ pub struct Shared {
     pub drain: Arc<Drain>,
     pub metrics: Metrics,
     pub started: Instant,
-    client: Client<Connector, RequestBody>,
+    upstream: Arc<Upstream>,
     next_id: AtomicU64,
     id_prefix: String,
     pod_header: Option<HeaderValue>,
@@ -53,14 +51,7 @@ pub struct Shared {
 impl Shared {
     /// Builds the shared state and the pooled upstream client.
     pub fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
-        let connector = Connector::new(cfg.connect_timeout);
-        let client = Client::builder(TokioExecutor::new())
-            .http1_preserve_header_case(true)
-            .http1_max_headers(UPSTREAM_MAX_HEADERS)
-            .set_host(false)
-            .pool_idle_timeout(UPSTREAM_POOL_IDLE)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let upstream = Upstream::new(cfg.upstream.clone(), cfg.connect_timeout);
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -80,7 +71,7 @@ impl Shared {
             drain: Arc::new(Drain::default()),
             metrics: Metrics::default(),
             started: Instant::now(),
-            client,
+            upstream,
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:06x}", seed & 0xff_ffff),
             pod_header,
@@ -174,7 +165,7 @@ impl Shared {
                     false,
                 ));
             }
-            parts.uri = match self.upstream_uri(&parts.uri) {
+            parts.uri = match origin_form(&parts.uri) {
                 Some(uri) => uri,
                 None => {
                     return Ok(self.answer_own(
@@ -188,8 +179,8 @@ impl Shared {
             };
             let req = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
 
-            let mut resp = match self.client.request(req).await {
-                Ok(resp) => resp,
+            let (mut resp, lease) = match self.upstream.send(req).await {
+                Ok(sent) => sent,
                 Err(_) if progress.client_failed() => {
                     // The client went away mid-body; nobody is left to answer.
                     guard.finish(Outcome::ClientAborted);
@@ -251,6 +242,7 @@ impl Shared {
                     ));
                 };
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                drop(lease); // the connection now belongs to the tunnel
                 let info = guard.finish_upgrade();
                 self.spawn_tunnel(info, client_upgrade, upstream_upgrade);
                 let (parts, _empty) = resp.into_parts();
@@ -260,24 +252,10 @@ impl Shared {
             let (parts, body) = resp.into_parts();
             Ok(Response::from_parts(
                 parts,
-                ResponseBody::proxied(body, Some(guard), token),
+                ResponseBody::proxied(body, Some(guard), token, lease),
             ))
         }
         .await
-    }
-
-    /// `http://<upstream><path?query>`: the only place sockproxy ever connects to.
-    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
-        let pq = uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(self.cfg.upstream.clone())
-            .path_and_query(pq)
-            .build()
-            .ok()
     }
 
     /// sockproxy's own answer (502/504/405), with a record.
@@ -401,6 +379,20 @@ impl Shared {
         }
         self.sink.emit(rec);
     }
+}
+
+/// The request target as the upstream gets it: origin-form (`/path?query`), which is
+/// what nginx sends; an absolute-form target (`http://host/path`) loses its scheme and
+/// host (sockproxy only ever connects to `--upstream`). `None` when there is no path.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Some(uri.clone()); // already origin-form (or `*`): as sent
+    }
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder().path_and_query(pq).build().ok()
 }
 
 /// True when the `Transfer-Encoding` lines name `chunked` more than once in all.

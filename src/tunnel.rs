@@ -22,7 +22,6 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::{FRAME_PEEK_BYTES, TUNNEL_BUFFER_BYTES};
-use crate::connect::Upstream;
 use crate::record::ClosedBy;
 use crate::sio;
 
@@ -293,20 +292,15 @@ enum Writer {
     Other(WriteHalf<TokioIo<Upgraded>>),
 }
 
-/// Takes the upgraded stream apart: the plain TCP stream when it is one (the case for
-/// both sides here), plus the bytes hyper had already read past the HTTP head.
+/// Takes the upgraded stream apart: the plain TCP stream when it is one (both sides:
+/// the server connection's and the upstream connection's), plus the bytes hyper had already read past the HTTP head.
 fn open(up: Upgraded) -> (Reader, Writer, Bytes) {
-    // The client side is the server connection's stream, the upstream side the
-    // connector's.
     let (tcp, read_buf) = match up.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-        Err(up) => match up.downcast::<Upstream>() {
-            Ok(parts) => (parts.io.into_tcp(), parts.read_buf),
-            Err(up) => {
-                let (rd, wr) = tokio::io::split(TokioIo::new(up));
-                return (Reader::Other(rd), Writer::Other(wr), Bytes::new());
-            }
-        },
+        Err(up) => {
+            let (rd, wr) = tokio::io::split(TokioIo::new(up));
+            return (Reader::Other(rd), Writer::Other(wr), Bytes::new());
+        }
     };
     let (rd, wr) = tcp.into_split();
     // `read_buf` is a view into hyper's read buffer (8 KiB or more): copy the few early
