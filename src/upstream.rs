@@ -25,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use crate::body::RequestBody;
 use crate::config::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
 
-/// Most idle connections kept; more are closed when they come back.
+/// Most idle connections kept (the least recently used beyond it are closed).
 const MAX_IDLE: usize = 1024;
 
 /// Why an upstream exchange failed before a response head arrived.
@@ -65,7 +65,13 @@ impl Lease {
         }
         let mut idle = self.pool.lock();
         if idle.len() >= MAX_IDLE {
-            return;
+            // Full (after a burst): drop what is closed or expired; if still full, the
+            // least recently used one goes, so a fresh connection is always kept.
+            let now = Instant::now();
+            idle.retain(|e| !e.tx.is_closed() && now.duration_since(e.since) < UPSTREAM_POOL_IDLE);
+            if idle.len() >= MAX_IDLE {
+                idle.remove(0);
+            }
         }
         idle.push(Idle {
             tx: self.tx,
