@@ -159,6 +159,15 @@ impl Body for ResponseBody {
             } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 match &frame {
+                    Some(Ok(f)) if f.is_trailers() => {
+                        // Trailers end the body; hyper polls no further after them.
+                        if let Some(l) = lease.take() {
+                            l.release();
+                        }
+                        if let Some(g) = guard.take() {
+                            g.finish(Outcome::Complete);
+                        }
+                    }
                     Some(Ok(f)) => {
                         if let (Some(data), Some(g)) = (f.data_ref(), guard.as_mut()) {
                             g.on_body(data);

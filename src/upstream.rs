@@ -12,6 +12,7 @@
 //! on another connection; connections idle for [`UPSTREAM_POOL_IDLE`] are not reused
 //! (Node's `keepAliveTimeout` is 5 s: staying below it avoids racing its close).
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,8 +26,20 @@ use hyper_util::rt::TokioIo;
 use crate::body::RequestBody;
 use crate::config::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
 
-/// Most idle connections kept (the least recently used beyond it are closed).
+/// Most idle connections kept (beyond it, the least recently used is closed).
 const MAX_IDLE: usize = 1024;
+
+/// Drops closed and expired connections from the old end (closing them), so an idle
+/// pool does not keep upstream sockets open past [`UPSTREAM_POOL_IDLE`] once traffic
+/// comes again.
+fn prune(idle: &mut VecDeque<Idle>, now: Instant) {
+    while idle
+        .front()
+        .is_some_and(|e| e.tx.is_closed() || now.duration_since(e.since) >= UPSTREAM_POOL_IDLE)
+    {
+        idle.pop_front();
+    }
+}
 
 /// Why an upstream exchange failed before a response head arrived.
 #[derive(Debug)]
@@ -41,7 +54,9 @@ pub enum Failure {
 pub struct Upstream {
     authority: Authority,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    /// Oldest first: checkouts take from the back (most recently used), expired
+    /// connections are dropped from the front.
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 struct Idle {
@@ -64,18 +79,14 @@ impl Lease {
             return;
         }
         let mut idle = self.pool.lock();
+        let now = Instant::now();
+        prune(&mut idle, now);
         if idle.len() >= MAX_IDLE {
-            // Full (after a burst): drop what is closed or expired; if still full, the
-            // least recently used one goes, so a fresh connection is always kept.
-            let now = Instant::now();
-            idle.retain(|e| !e.tx.is_closed() && now.duration_since(e.since) < UPSTREAM_POOL_IDLE);
-            if idle.len() >= MAX_IDLE {
-                idle.remove(0);
-            }
+            idle.pop_front(); // the least recently used goes; the fresh one stays
         }
-        idle.push(Idle {
+        idle.push_back(Idle {
             tx: self.tx,
-            since: Instant::now(),
+            since: now,
         });
     }
 }
@@ -85,11 +96,11 @@ impl Upstream {
         Arc::new(Upstream {
             authority,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
         // Nothing panics while holding the lock; a poisoned pool is still a valid pool.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -129,9 +140,10 @@ impl Upstream {
     fn checkout(&self) -> Option<SendRequest<RequestBody>> {
         let mut idle = self.lock();
         let now = Instant::now();
+        prune(&mut idle, now);
         let mut busy = Vec::new();
         let mut found = None;
-        while let Some(entry) = idle.pop() {
+        while let Some(entry) = idle.pop_back() {
             if entry.tx.is_closed() || now.duration_since(entry.since) >= UPSTREAM_POOL_IDLE {
                 continue;
             }

@@ -113,3 +113,33 @@ async fn an_upstream_that_closes_without_answering_is_a_502_with_a_record() {
         "{r}"
     );
 }
+
+#[tokio::test]
+async fn a_response_with_trailers_is_complete_and_its_connection_reused() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let answer = client(proxy.addr, b"\r\n\r\n");
+    let mut conn = up.accept().await;
+    let mut buf = Vec::new();
+    read_head(&mut conn, &mut buf).await;
+    conn.write_all(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n2\r\nok\r\n0\r\nX-Checksum: 1\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(answer.await.unwrap().starts_with(b"HTTP/1.1 200 OK"));
+    let r = proxy.next_event("request").await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["bytes_out"].as_u64()),
+        (Some("complete"), Some(2)),
+        "trailers end the body: {r}"
+    );
+    let next = client(proxy.addr, b"ok");
+    assert_eq!(
+        read_head(&mut conn, &mut buf).await,
+        POLL,
+        "same upstream connection"
+    );
+    conn.write_all(OK).await.unwrap();
+    assert!(next.await.unwrap().starts_with(b"HTTP/1.1 200 OK"));
+}
