@@ -108,7 +108,7 @@ pub struct RunArgs {
     /// Add `X-Pod-Name: $POD_NAME` to responses (the seed's Q3 affinity test).
     #[arg(long, env = "SOCKPROXY_POD_HEADER", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub pod_header: bool,
-    /// Runtime worker threads (default: number of cores).
+    /// Runtime worker threads (default: the CPUs sockproxy may use, affinity and cgroup quota counted; 1 runs the single-threaded scheduler).
     #[arg(long, env = "SOCKPROXY_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// GCP project id: records carry `logging.googleapis.com/trace`.

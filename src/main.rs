@@ -98,16 +98,18 @@ fn run(cfg: Config) -> ExitCode {
     };
     let (sink, writer) = Sink::writer(out, cfg.pod.clone(), cfg.pod_ip.clone());
     // One worker: the current-thread scheduler, without the work-stealing machinery a
-    // single worker never uses (the sidecar's usual case on a small pod).
-    let mut rt = match cfg.workers {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        workers => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = workers {
-                b.worker_threads(n);
-            }
-            b
-        }
+    // single worker never uses (the sidecar's usual case on a small pod). Without
+    // `--workers`, one worker per CPU sockproxy may use: its CPU affinity and cgroup
+    // CPU quota count (a pod limited to one CPU, or `taskset -c 0`, gets one).
+    let workers = cfg
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
     };
     rt.enable_all();
     let rt = match rt.build() {

@@ -13,7 +13,19 @@ use tokio::process::{Child, ChildStdout, Command};
 const BIN: &str = env!("CARGO_BIN_EXE_sockproxy");
 
 fn sockproxy(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    sockproxy_via(&[], args)
+}
+
+/// The binary started through `wrapper` (e.g. `taskset -c 0`), or directly when empty.
+fn sockproxy_via(wrapper: &[&str], args: &[&str]) -> Command {
+    let mut c = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
     c.args(args)
         .env_remove("RUST_LOG")
         .env("POD_NAME", "pod-bin")
@@ -400,5 +412,36 @@ async fn out_of_file_descriptors_backs_off_and_recovers() {
     assert!(
         m["sockproxy_accept_errors_total{}"] >= 1.0,
         "EMFILE was hit"
+    );
+}
+
+/// Threads of a started proxy (after its `listening` record), and the proxy.
+async fn threads_of(wrapper: &[&str], extra: &[&str]) -> (usize, Child) {
+    let mut args = vec!["--listen", "127.0.0.1:0", "--admin", "off"];
+    args.extend_from_slice(extra);
+    let mut child = sockproxy_via(wrapper, &args).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(next_json(&mut lines).await["event"], "listening");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: in /proc/PID/status");
+    (threads, child)
+}
+
+/// Without `--workers`, a proxy that may use one CPU (here `taskset -c 0`; in a pod, a
+/// CPU limit of 1) runs the single-threaded scheduler, as `--workers 1` does: one
+/// thread for traffic plus the record writer, no idle worker threads.
+#[tokio::test]
+async fn one_usable_cpu_runs_the_single_threaded_scheduler() {
+    let (one_cpu, _a) = threads_of(&["taskset", "-c", "0"], &[]).await;
+    let (workers_1, _b) = threads_of(&[], WORKERS_1).await;
+    let (workers_2, _c) = threads_of(&[], &["--workers", "2"]).await;
+    assert_eq!(one_cpu, workers_1, "same threads as --workers 1");
+    assert!(
+        workers_2 > workers_1,
+        "worker threads show in the count: {workers_2} vs {workers_1}"
     );
 }
