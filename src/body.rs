@@ -128,16 +128,22 @@ impl ResponseBody {
         } = &mut self.kind
             && inner.is_end_stream()
         {
-            if let Some(l) = lease.take() {
-                l.release();
-            }
-            if let Some(g) = guard.take() {
-                g.finish(Outcome::Complete);
-            }
+            ended(lease, guard);
         }
         if self.is_end_stream() {
             self.token = None;
         }
+    }
+}
+
+/// The upstream body ended: its connection may carry the next request, and the
+/// exchange's record is written as complete.
+fn ended(lease: &mut Option<Lease>, guard: &mut Option<Guard>) {
+    if let Some(l) = lease.take() {
+        l.release();
+    }
+    if let Some(g) = guard.take() {
+        g.finish(Outcome::Complete);
     }
 }
 
@@ -159,15 +165,8 @@ impl Body for ResponseBody {
             } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 match &frame {
-                    Some(Ok(f)) if f.is_trailers() => {
-                        // Trailers end the body; hyper polls no further after them.
-                        if let Some(l) = lease.take() {
-                            l.release();
-                        }
-                        if let Some(g) = guard.take() {
-                            g.finish(Outcome::Complete);
-                        }
-                    }
+                    // Trailers end the body; hyper polls no further after them.
+                    Some(Ok(f)) if f.is_trailers() => ended(lease, guard),
                     Some(Ok(f)) => {
                         if let (Some(data), Some(g)) = (f.data_ref(), guard.as_mut()) {
                             g.on_body(data);
@@ -179,14 +178,7 @@ impl Body for ResponseBody {
                             g.finish(Outcome::UpstreamError);
                         }
                     }
-                    None => {
-                        if let Some(l) = lease.take() {
-                            l.release();
-                        }
-                        if let Some(g) = guard.take() {
-                            g.finish(Outcome::Complete);
-                        }
-                    }
+                    None => ended(lease, guard),
                 }
                 this.finish_if_ended();
                 Poll::Ready(frame)
