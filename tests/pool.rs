@@ -5,6 +5,7 @@ mod support;
 
 use support::*;
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 const POLL: &[u8] =
     b"GET /socket.io/?EIO=4&transport=polling&sid=S HTTP/1.1\r\nHost: ide.example.com\r\n\r\n";
@@ -18,6 +19,15 @@ fn client(addr: std::net::SocketAddr, until: &'static [u8]) -> tokio::task::Join
         read_until(&mut client, &mut got, until).await;
         got
     })
+}
+
+/// One poll from a new client connection that must arrive on the upstream connection
+/// `conn` (already open): the head arrives intact, the client gets the 200.
+async fn poll_arrives_on(proxy: &Proxy, conn: &mut TcpStream, buf: &mut Vec<u8>, what: &str) {
+    let answer = client(proxy.addr, b"ok");
+    assert_eq!(read_head(conn, buf).await, POLL, "{what}");
+    conn.write_all(OK).await.unwrap();
+    assert!(answer.await.unwrap().starts_with(b"HTTP/1.1 200 OK"));
 }
 
 #[tokio::test]
@@ -35,10 +45,7 @@ async fn one_upstream_connection_carries_requests_from_several_clients() {
     // The next request, from another client connection, arrives on the same upstream
     // connection: the pool kept it.
     for round in 0..3 {
-        let next = client(proxy.addr, b"ok");
-        assert_eq!(read_head(&mut conn, &mut buf).await, POLL, "round {round}");
-        conn.write_all(OK).await.unwrap();
-        assert!(next.await.unwrap().starts_with(b"HTTP/1.1 200 OK"));
+        poll_arrives_on(&proxy, &mut conn, &mut buf, &format!("round {round}")).await;
         let r = proxy.next_event("request").await;
         assert_eq!(
             (r["status"].as_u64(), r["outcome"].as_str()),
@@ -134,12 +141,5 @@ async fn a_response_with_trailers_is_complete_and_its_connection_reused() {
         (Some("complete"), Some(2)),
         "trailers end the body: {r}"
     );
-    let next = client(proxy.addr, b"ok");
-    assert_eq!(
-        read_head(&mut conn, &mut buf).await,
-        POLL,
-        "same upstream connection"
-    );
-    conn.write_all(OK).await.unwrap();
-    assert!(next.await.unwrap().starts_with(b"HTTP/1.1 200 OK"));
+    poll_arrives_on(&proxy, &mut conn, &mut buf, "same upstream connection").await;
 }
