@@ -253,6 +253,18 @@ impl Batch {
     }
 }
 
+/// One record as the JSON line the sink would write for pod `pod` at time `at` (for
+/// tools that write records of their own, such as the report's field corpus).
+pub fn line_at(rec: &Record, pod: Option<&str>, pod_ip: Option<&str>, at: SystemTime) -> Vec<u8> {
+    let meta = Meta {
+        pod: pod.map(str::to_string),
+        pod_ip: pod_ip.map(str::to_string),
+    };
+    let mut line = Vec::with_capacity(1024);
+    format_line(&mut line, &meta, rec, at);
+    line
+}
+
 /// Appends one record as a JSON line to `line`.
 fn format_line(line: &mut Vec<u8>, meta: &Meta, rec: &Record, now: SystemTime) {
     line.extend_from_slice(b"{\"time\":\"");
