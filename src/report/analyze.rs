@@ -1,26 +1,31 @@
-//! Folds records, in any order, into bounded state: counts per pod and overall, the joins
-//! (a sid's handshake with its later requests on any pod; a tunnel with its close) and
-//! what each hypothesis' rule reads. Pure.
+//! Folds records, in any order, into bounded state: counts per pod and overall, each pod's
+//! lifecycle (starts, drains, when theia answered), and hands each record to the session
+//! join and to every hypothesis' own fold (`sessions`, `h1` … `h6`). Pure.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::parse::{ClosedBy, Event, Flags, Outcome, Rec, Transport};
 use super::recent::Recent;
+use super::{h1, h3, h4, h5, h6, sessions};
 
 pub type PodId = u32;
 
 /// How many examples each piece of evidence keeps (the earliest by time).
 pub const MAX_EXAMPLES: usize = 3;
-/// Sessions remembered for the cross-pod join (the least recently used are forgotten).
-pub const MAX_SIDS: usize = 100_000;
 /// Upgrades waiting for their `tunnel_closed` (the oldest are forgotten).
 pub const MAX_OPEN_TUNNELS: usize = 50_000;
 /// Distinct pods tracked by name; the rest share one bucket.
 pub const MAX_PODS: usize = 1024;
 /// Joined observations kept whole for the verdicts (the rest are only counted).
 pub const MAX_JOINED: usize = 2048;
+/// Distinct values (clients, origins) counted exactly; past this, counts are lower bounds.
+pub const MAX_DISTINCT: usize = 50_000;
 /// Start/drain times kept per pod.
 const MAX_LIFECYCLE: usize = 64;
+/// Theia's answers are remembered per pod in buckets of this many microseconds.
+const ANSWER_BUCKET_US: i64 = 10_000_000;
+/// Buckets of theia answers kept per pod (10 s each: about 11 days).
+const MAX_ANSWER_BUCKETS: usize = 100_000;
 
 /// One record quoted as evidence.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +57,42 @@ impl Examples {
     }
 }
 
+/// Distinct strings (clients, origins), exact up to [`MAX_DISTINCT`].
+#[derive(Clone, Debug, Default)]
+pub struct Distinct {
+    set: HashSet<Box<str>>,
+    pub saturated: bool,
+}
+
+impl Distinct {
+    pub fn add(&mut self, v: &str) {
+        if self.set.contains(v) {
+            return;
+        }
+        if self.set.len() >= MAX_DISTINCT {
+            self.saturated = true;
+            return;
+        }
+        self.set.insert(Box::from(v));
+    }
+
+    pub fn len(&self) -> u64 {
+        self.set.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    pub fn contains(&self, v: &str) -> bool {
+        self.set.contains(v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.set.iter().map(|s| &**s)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PodStats {
     pub name: String,
@@ -69,6 +110,50 @@ pub struct PodStats {
     /// `listening` times (the first is the start; later ones are restarts).
     pub starts: Vec<i64>,
     pub drains: Vec<i64>,
+    /// Times theia answered (status from theia, not sockproxy's own), by 10 s bucket:
+    /// the earliest and latest answer in each.
+    answers: HashMap<i64, (i64, i64)>,
+}
+
+impl PodStats {
+    /// Whether theia answered anything on this pod between `from` and `to` (inclusive).
+    pub fn answered_between(&self, from: i64, to: i64) -> bool {
+        if to < from {
+            return false;
+        }
+        let (b0, b1) = (
+            from.div_euclid(ANSWER_BUCKET_US),
+            to.div_euclid(ANSWER_BUCKET_US),
+        );
+        if b1 - b0 > 2 {
+            // Any answer in a bucket wholly inside the range counts.
+            if (b0 + 1..b1).any(|b| self.answers.contains_key(&b)) {
+                return true;
+            }
+        } else if b1 - b0 == 2 && self.answers.contains_key(&(b0 + 1)) {
+            return true;
+        }
+        [b0, b1].iter().any(|b| {
+            self.answers
+                .get(b)
+                .is_some_and(|(lo, hi)| (from..=to).contains(lo) || (from..=to).contains(hi))
+        })
+    }
+
+    fn answered(&mut self, t: i64) {
+        let b = t.div_euclid(ANSWER_BUCKET_US);
+        if let Some((lo, hi)) = self.answers.get_mut(&b) {
+            *lo = (*lo).min(t);
+            *hi = (*hi).max(t);
+        } else if self.answers.len() < MAX_ANSWER_BUCKETS {
+            self.answers.insert(b, (t, t));
+        }
+    }
+
+    /// The latest start at or before `t`.
+    pub fn start_before(&self, t: i64) -> Option<i64> {
+        self.starts.iter().copied().filter(|s| *s <= t).max()
+    }
 }
 
 /// What the input held besides records.
@@ -124,235 +209,8 @@ pub struct Picture {
     pub client_errors: u64,
     /// Times `--max-connections` was reached (`connection_limit`).
     pub connection_limits: u64,
-}
-
-/// H1: websocket requests without Upgrade, or Upgrade without `Connection: upgrade`.
-#[derive(Clone, Debug, Default)]
-pub struct H1 {
-    pub missing_upgrade: u64,
-    pub missing_connection: u64,
-    /// Of those, how many got a 400, and how many of those were engine.io code 3.
-    pub got_400: u64,
-    pub code3: u64,
-    /// Upgrades (101) whose request carried Upgrade and `Connection: upgrade`.
-    pub upgraded_with_headers: u64,
-    pub examples: Examples,
-}
-
-/// A sid issued on one pod and used on another.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cross {
-    pub sid: String,
-    pub issued_pod: PodId,
-    pub issued_at: Option<i64>,
-    pub pod: PodId,
-    pub at: Option<i64>,
-    pub id: Option<String>,
-    pub refused: bool,
-    pub what: String,
-}
-
-/// A sid refused ("Session ID unknown") on the pod that issued it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SamePod {
-    pub sid: String,
-    pub pod: PodId,
-    pub issued_at: Option<i64>,
-    pub at: Option<i64>,
-    pub id: Option<String>,
-    /// A long-poll of this sid cut on this pod before the refusal: (when, how long it was held).
-    pub cut_poll: Option<(Option<i64>, f64)>,
-}
-
-/// H2 (and the joins H5 and H6 read): sids by the pod that issued them.
-#[derive(Clone, Debug, Default)]
-pub struct H2 {
-    pub issued: u64,
-    /// Sessions whose later requests all stayed on the issuing pod.
-    pub stayed: u64,
-    /// Later requests (and upgrades) of a session on the pod that issued it.
-    pub stayed_uses: u64,
-    pub crosses: Vec<Cross>,
-    pub crosses_not_kept: u64,
-    pub same_pod: Vec<SamePod>,
-    pub same_pod_not_kept: u64,
-    /// Sids refused with `Session ID unknown` that no record shows being issued.
-    pub unjoined: u64,
-    pub unjoined_examples: Vec<(String, Example)>,
-    pub sid_unknown: u64,
-    /// `Session ID unknown` refusals on a pod other than the one that issued the sid.
-    pub foreign_refusals: u64,
-}
-
-/// H3: health-check requests and what they got.
-#[derive(Clone, Debug, Default)]
-pub struct H3 {
-    pub checks: u64,
-    pub ok: u64,
-    pub failed: u64,
-    /// (agent, path, status) → count, the first few distinct.
-    pub outcomes: Vec<(String, String, u16, u64)>,
-    pub examples: Examples,
-}
-
-/// H4: refusals (403 / code 4 / `Forbidden`) and whether Origin and Host disagreed.
-#[derive(Clone, Debug, Default)]
-pub struct H4 {
-    /// Refused, flagged `origin_host_mismatch`.
-    pub refused_mismatch: u64,
-    /// Refused, Origin's host:port differs from Host only by the port Host lacks.
-    pub refused_port: u64,
-    /// Refused with Origin and Host in agreement, or no Origin.
-    pub refused_other: u64,
-    pub refused_403: u64,
-    pub refused_400: u64,
-    /// Flagged `origin_host_mismatch`, but answered 200/101 anyway.
-    pub mismatch_passed: u64,
-    /// Handshakes with an Origin that succeeded (200 polling, 101 websocket-only).
-    pub origin_ok: u64,
-    pub examples: Examples,
-    pub other_examples: Examples,
-}
-
-/// H5: shutdowns, what they cut, and 5xx from sockproxy itself.
-#[derive(Clone, Debug, Default)]
-pub struct H5 {
-    pub drains: u64,
-    pub stops: u64,
-    pub stops_cut_short: u64,
-    pub shutdown_tunnels: u64,
-    /// Sum of `stopped.tunnels_closed_by_shutdown`.
-    pub stopped_tunnels: u64,
-    pub shutdown_requests: u64,
-    pub examples: Examples,
-    /// Exchanges sockproxy answered itself (theia unreachable): pod, time, example.
-    pub upstream_failures: Vec<(PodId, Option<i64>, Example)>,
-    pub upstream_failures_not_kept: u64,
-}
-
-/// Log-spaced bins of lifetimes from 1 s: each bin is 0.25 % wider than the last.
-pub const BIN_RATIO: f64 = 1.0025;
-pub const BINS: usize = 4900;
-/// Shorter lifetimes say nothing about a load balancer's timeout (GKE's minimum is 1 s).
-pub const MIN_LIFETIME_MS: f64 = 1000.0;
-
-pub fn bin_of(ms: f64) -> usize {
-    ((ms / 1000.0).ln() / BIN_RATIO.ln())
-        .floor()
-        .clamp(0.0, (BINS - 1) as f64) as usize
-}
-
-/// H6: lifetimes of tunnels that ended on their own and of long-polls cut by the client.
-#[derive(Clone, Debug)]
-pub struct H6 {
-    pub tunnels: Vec<u32>,
-    pub polls: Vec<u32>,
-    pub min_ms: Vec<f32>,
-    pub max_ms: Vec<f32>,
-    pub examples: HashMap<u32, Examples>,
-    pub longest_tunnel: Option<(f64, Example)>,
-}
-
-impl Default for H6 {
-    fn default() -> H6 {
-        H6 {
-            tunnels: vec![0; BINS],
-            polls: vec![0; BINS],
-            min_ms: vec![f32::INFINITY; BINS],
-            max_ms: vec![0.0; BINS],
-            examples: HashMap::new(),
-            longest_tunnel: None,
-        }
-    }
-}
-
-/// What a request was, compactly, to describe it later.
-#[derive(Clone, Copy, Debug)]
-struct What {
-    /// 0 other, 1 GET, 2 POST.
-    method: u8,
-    transport: Option<Transport>,
-    status: u16,
-    code: Option<i16>,
-}
-
-impl What {
-    fn of(r: &Rec<'_>) -> What {
-        What {
-            method: match r.method {
-                Some("GET") => 1,
-                Some("POST") => 2,
-                _ => 0,
-            },
-            transport: r.transport,
-            status: r.status.unwrap_or(0),
-            code: r.error_code.map(|c| c.clamp(-1, 99) as i16),
-        }
-    }
-
-    fn describe(self) -> String {
-        let t = self.transport.map_or("-", Transport::name);
-        let method = ["?", "GET", "POST"][usize::from(self.method.min(2))];
-        let mut s = format!("{method} {t} {}", status_text(self.status));
-        if let Some(c) = self.code {
-            let m = crate::sio::ERROR_MESSAGES
-                .get(c as usize)
-                .copied()
-                .unwrap_or("error");
-            s.push_str(&format!(" {m} (code {c})"));
-        }
-        s
-    }
-}
-
-/// One use of a sid, as kept in the join table.
-#[derive(Clone, Debug)]
-struct Hit {
-    pod: PodId,
-    at: Option<i64>,
-    id: Option<Box<str>>,
-    refused: bool,
-    what: What,
-    /// Refusals of this sid on this pod so far.
-    refusals: u32,
-    /// Uses of this sid on this pod so far.
-    uses: u32,
-}
-
-/// One use of a sid, borrowed from the record at hand.
-#[derive(Clone, Copy)]
-struct HitRef<'a> {
-    pod: PodId,
-    at: Option<i64>,
-    id: Option<&'a str>,
-    refused: bool,
-    what: What,
-}
-
-impl Hit {
-    fn as_ref(&self) -> HitRef<'_> {
-        HitRef {
-            pod: self.pod,
-            at: self.at,
-            id: self.id.as_deref(),
-            refused: self.refused,
-            what: self.what,
-        }
-    }
-}
-
-const CROSSED: u8 = 1;
-const STAYED: u8 = 2;
-const UNJOINED: u8 = 4;
-const SAME_POD_NOTED: u8 = 8;
-
-#[derive(Clone, Debug, Default)]
-struct SidEntry {
-    issued: Option<(PodId, Option<i64>)>,
-    /// The first hit on each of up to two pods (a refusal replaces a plain hit).
-    seen: [Option<Hit>; 2],
-    cut_poll: Option<(PodId, Option<i64>, f64)>,
-    state: u8,
+    /// Distinct clients (the load balancer's `remoteIp`) of socket.io requests.
+    pub clients: Distinct,
 }
 
 /// Everything the report knows so far.
@@ -365,13 +223,12 @@ pub struct Analyzer {
     pub first: Option<i64>,
     pub last: Option<i64>,
     pub picture: Picture,
-    pub h1: H1,
-    pub h2: H2,
-    pub h3: H3,
-    pub h4: H4,
-    pub h5: H5,
-    pub h6: H6,
-    sids: Recent<Box<str>, SidEntry>,
+    pub sessions: sessions::Sessions,
+    pub h1: h1::H1,
+    pub h3: h3::H3,
+    pub h4: h4::H4,
+    pub h5: h5::H5,
+    pub h6: h6::H6,
     open_tunnels: Recent<(PodId, Box<str>), ()>,
 }
 
@@ -385,13 +242,12 @@ impl Default for Analyzer {
             first: None,
             last: None,
             picture: Picture::default(),
-            h1: H1::default(),
-            h2: H2::default(),
-            h3: H3::default(),
-            h4: H4::default(),
-            h5: H5::default(),
-            h6: H6::default(),
-            sids: Recent::new(MAX_SIDS / 2),
+            sessions: sessions::Sessions::default(),
+            h1: h1::H1::default(),
+            h3: h3::H3::default(),
+            h4: h4::H4::default(),
+            h5: h5::H5::default(),
+            h6: h6::H6::default(),
             open_tunnels: Recent::new(MAX_OPEN_TUNNELS / 2),
         }
     }
@@ -409,7 +265,7 @@ impl Analyzer {
 
     /// Sessions dropped from the join table to bound memory.
     pub fn sids_forgotten(&self) -> u64 {
-        self.sids.forgotten
+        self.sessions.forgotten()
     }
 
     /// Upgrades dropped while waiting for their close, to bound memory.
@@ -485,30 +341,12 @@ impl Analyzer {
                 }
             }
             Event::Draining => {
-                self.h5.drains += 1;
                 if let Some(t) = r.time {
                     push_capped(&mut self.pods[pod as usize].drains, t);
                 }
-                if r.open_tunnels.unwrap_or(0) > 0 {
-                    let text = format!(
-                        "draining with {} tunnel(s) open, deadline {}s",
-                        r.open_tunnels.unwrap_or(0),
-                        r.deadline_s.map_or("?".to_string(), |d| format!("{d}"))
-                    );
-                    self.h5.examples.offer(r.time, || example(r, pod, text));
-                }
+                self.h5.draining(r, pod);
             }
-            Event::Stopped => {
-                self.h5.stops += 1;
-                let cut = r.tunnels_closed_by_shutdown.unwrap_or(0);
-                self.h5.stopped_tunnels += cut;
-                if r.drained == Some(false) || cut > 0 {
-                    self.h5.stops_cut_short += 1;
-                    let text =
-                        format!("stopped, drain cut short: {cut} tunnel(s) closed by shutdown");
-                    self.h5.examples.offer(r.time, || example(r, pod, text));
-                }
-            }
+            Event::Stopped => self.h5.stopped(r, pod),
             Event::RecordsDropped => self.picture.records_dropped += r.count.unwrap_or(0),
             Event::StartupFailed => self.picture.startup_failed += 1,
             Event::ClientError => self.picture.client_errors += 1,
@@ -529,6 +367,8 @@ impl Analyzer {
         let is_ws = r.transport == Some(Transport::Websocket);
         let sio = r.transport.is_some();
         let refused = sio && (400..500).contains(&status);
+        let upstream_failed =
+            r.flags.has(Flags::UPSTREAM_UNREACHABLE) || r.upstream_error.is_some();
         {
             let p = &mut self.pods[pod as usize];
             if is_ws {
@@ -543,6 +383,15 @@ impl Analyzer {
             if status >= 500 || r.outcome == Outcome::UpstreamError {
                 p.server_errors += 1;
             }
+            if status > 0
+                && !upstream_failed
+                && let Some(t) = r.time
+            {
+                p.answered(t);
+            }
+        }
+        if sio && let Some(ip) = r.remote_ip {
+            self.picture.clients.add(ip);
         }
         if is_ws {
             self.picture.ws_attempts += 1;
@@ -550,7 +399,8 @@ impl Analyzer {
         if upgraded {
             self.picture.upgrades += 1;
             if let Some(id) = r.id {
-                self.open_tunnel(pod, id);
+                self.open_tunnels
+                    .entry(&(pod, Box::from(id)), |k| k.clone(), || ());
             }
         }
         if sio && r.sid.is_none() || r.handshake {
@@ -578,255 +428,18 @@ impl Analyzer {
         if aborted_poll {
             self.picture.polls_aborted += 1;
         }
-        let upstream_failed =
-            r.flags.has(Flags::UPSTREAM_UNREACHABLE) || r.upstream_error.is_some();
         if upstream_failed {
             self.picture.upstream_errors += 1;
         }
 
-        self.h1(r, pod, upgraded);
-        self.sessions(r, pod, aborted_poll);
-        self.h3(r, pod, status);
-        self.h4(r, pod, status, refused || status == 403);
-        if r.outcome == Outcome::Shutdown {
-            self.h5.shutdown_requests += 1;
-            let text = format!("{} cut by the drain deadline", describe(r));
-            self.h5.examples.offer(r.time, || example(r, pod, text));
+        self.h1.fold(r, pod);
+        self.sessions.fold(r, pod, aborted_poll);
+        self.h3.fold(r, pod, status);
+        self.h4.fold(r, pod, status, refused || status == 403);
+        self.h5.fold(r, pod, upstream_failed);
+        if aborted_poll {
+            self.h6.poll_cut(r, pod);
         }
-        if upstream_failed {
-            if self.h5.upstream_failures.len() < MAX_JOINED {
-                let text = format!(
-                    "{} (sockproxy answered: {})",
-                    describe(r),
-                    r.upstream_error.unwrap_or("theia unreachable")
-                );
-                let e = example(r, pod, text);
-                self.h5.upstream_failures.push((pod, r.time, e));
-            } else {
-                self.h5.upstream_failures_not_kept += 1;
-            }
-        }
-        if let Some(ms) = r
-            .duration_ms
-            .filter(|ms| aborted_poll && *ms >= MIN_LIFETIME_MS)
-        {
-            let text = format!("long-poll cut by the client after {}", secs(ms));
-            self.lifetime(ms, false, r, pod, text);
-        }
-    }
-
-    fn h1(&mut self, r: &Rec<'_>, pod: PodId, upgraded: bool) {
-        let missing_upgrade = r.flags.has(Flags::UPGRADE_HEADER_MISSING);
-        let missing_connection = r.flags.has(Flags::CONNECTION_UPGRADE_MISSING);
-        if missing_upgrade || missing_connection {
-            let h = &mut self.h1;
-            if missing_upgrade {
-                h.missing_upgrade += 1;
-            } else {
-                h.missing_connection += 1;
-            }
-            if r.status == Some(400) {
-                h.got_400 += 1;
-                if r.error_code == Some(3) {
-                    h.code3 += 1;
-                }
-            }
-            let text = format!(
-                "{}; upgrade={} connection={}",
-                describe(r),
-                r.upgrade.unwrap_or("(none)"),
-                r.connection.unwrap_or("(none)")
-            );
-            h.examples.offer(r.time, || example(r, pod, text));
-        } else if upgraded && r.upgrade.is_some() {
-            self.h1.upgraded_with_headers += 1;
-        }
-    }
-
-    fn h3(&mut self, r: &Rec<'_>, pod: PodId, status: u16) {
-        if !r.flags.has(Flags::HEALTH_CHECK) {
-            return;
-        }
-        let h = &mut self.h3;
-        h.checks += 1;
-        let ok = (200..400).contains(&status);
-        if ok {
-            h.ok += 1;
-        } else {
-            h.failed += 1;
-        }
-        let agent = r
-            .user_agent
-            .and_then(|ua| ua.split_whitespace().next())
-            .unwrap_or("?");
-        let path = r.path.unwrap_or("?");
-        let known = h
-            .outcomes
-            .iter()
-            .position(|(a, p, s, _)| a == agent && p == path && *s == status);
-        match known {
-            Some(i) => h.outcomes[i].3 += 1,
-            None if h.outcomes.len() < 8 => {
-                h.outcomes
-                    .push((agent.to_string(), path.to_string(), status, 1))
-            }
-            None => {}
-        }
-        if !ok {
-            let text = format!(
-                "{agent} {} {} → {}",
-                r.method.unwrap_or("?"),
-                path,
-                status_text(status)
-            );
-            h.examples.offer(r.time, || example(r, pod, text));
-        }
-    }
-
-    fn h4(&mut self, r: &Rec<'_>, pod: PodId, status: u16, maybe_refused: bool) {
-        let forbidden = r.flags.has(Flags::FORBIDDEN)
-            || r.error_code == Some(4)
-            || (r.transport.is_some() && status == 403);
-        let mismatch = r.flags.has(Flags::ORIGIN_HOST_MISMATCH);
-        let h = &mut self.h4;
-        if forbidden && maybe_refused {
-            let port_only =
-                !mismatch && r.origin.is_some_and(|o| origin_differs_strictly(o, r.host));
-            let text = format!(
-                "{}; origin={} host={}",
-                describe(r),
-                r.origin.unwrap_or("(none)"),
-                r.host.unwrap_or("(none)")
-            );
-            if mismatch || port_only {
-                if mismatch {
-                    h.refused_mismatch += 1;
-                } else {
-                    h.refused_port += 1;
-                }
-                if status == 403 {
-                    h.refused_403 += 1;
-                } else if status == 400 {
-                    h.refused_400 += 1;
-                }
-                h.examples.offer(r.time, || example(r, pod, text));
-            } else {
-                h.refused_other += 1;
-                h.other_examples.offer(r.time, || example(r, pod, text));
-            }
-        } else if r.origin.is_some() && is_handshake(r, status) {
-            // Theia checks Origin on handshakes only: later requests of a session say nothing.
-            h.origin_ok += 1;
-            if mismatch {
-                h.mismatch_passed += 1;
-            }
-        }
-    }
-
-    /// The sid join: who issued each sid, where it was used and refused after.
-    fn sessions(&mut self, r: &Rec<'_>, pod: PodId, aborted_poll: bool) {
-        let Some(sid) = r.sid else {
-            return;
-        };
-        let refused = r.flags.has(Flags::SID_UNKNOWN) || r.error_code == Some(1);
-        if refused {
-            self.h2.sid_unknown += 1;
-        }
-        if r.handshake {
-            if r.status == Some(200) {
-                self.issued(sid, pod, r.time);
-            }
-            return;
-        }
-        let hit = HitRef {
-            pod,
-            at: r.time,
-            id: r.id,
-            refused,
-            what: What::of(r),
-        };
-        let entry = self
-            .sids
-            .entry(sid, |s: &str| Box::from(s), SidEntry::default);
-        if aborted_poll && entry.cut_poll.is_none() {
-            entry.cut_poll = Some((pod, r.time, r.duration_ms.unwrap_or(0.0)));
-        }
-        // Keep the first hit per pod, a refusal over a plain hit.
-        let slot = entry
-            .seen
-            .iter()
-            .position(|h| h.as_ref().is_some_and(|h| h.pod == pod))
-            .or_else(|| entry.seen.iter().position(Option::is_none));
-        if let Some(i) = slot {
-            let refusals = entry.seen[i].as_ref().map_or(0, |h| h.refusals) + u32::from(refused);
-            let uses = entry.seen[i].as_ref().map_or(0, |h| h.uses) + 1;
-            let keep_old = entry.seen[i]
-                .as_ref()
-                .is_some_and(|old| old.refused || !refused);
-            if !keep_old {
-                entry.seen[i] = Some(Hit {
-                    pod,
-                    at: r.time,
-                    id: r.id.map(Box::from),
-                    refused,
-                    what: hit.what,
-                    refusals,
-                    uses,
-                });
-            } else if let Some(old) = entry.seen[i].as_mut() {
-                old.refusals = refusals;
-                old.uses = uses;
-            }
-        }
-        match entry.issued {
-            Some((issued_pod, issued_at)) => {
-                if refused && issued_pod != pod {
-                    self.h2.foreign_refusals += 1;
-                }
-                if issued_pod == pod {
-                    self.h2.stayed_uses += 1;
-                }
-                join(&mut self.h2, sid, entry, issued_pod, issued_at, hit);
-            }
-            None if refused && entry.state & UNJOINED == 0 => {
-                entry.state |= UNJOINED;
-                self.h2.unjoined += 1;
-                if self.h2.unjoined_examples.len() < MAX_EXAMPLES {
-                    let e = example(r, pod, describe(r));
-                    self.h2.unjoined_examples.push((sid.to_string(), e));
-                }
-            }
-            None => {}
-        }
-    }
-
-    fn issued(&mut self, sid: &str, pod: PodId, at: Option<i64>) {
-        self.h2.issued += 1;
-        let entry = self
-            .sids
-            .entry(sid, |s: &str| Box::from(s), SidEntry::default);
-        if entry.issued.is_some() {
-            return;
-        }
-        entry.issued = Some((pod, at));
-        if entry.state & UNJOINED != 0 {
-            entry.state &= !UNJOINED;
-            self.h2.unjoined = self.h2.unjoined.saturating_sub(1);
-        }
-        let hits = entry.seen.clone();
-        for hit in hits.iter().flatten() {
-            if hit.pod != pod {
-                self.h2.foreign_refusals += u64::from(hit.refusals);
-            } else {
-                self.h2.stayed_uses += u64::from(hit.uses);
-            }
-            join(&mut self.h2, sid, entry, pod, at, hit.as_ref());
-        }
-    }
-
-    fn open_tunnel(&mut self, pod: PodId, id: &str) {
-        self.open_tunnels
-            .entry(&(pod, Box::from(id)), |k| k.clone(), || ());
     }
 
     fn tunnel_closed(&mut self, r: &Rec<'_>, pod: PodId) {
@@ -848,102 +461,14 @@ impl Analyzer {
         }
         let ms = r.duration_ms.unwrap_or(0.0);
         if by == ClosedBy::Shutdown {
-            self.h5.shutdown_tunnels += 1;
-            let text = format!("tunnel closed by shutdown after {}", secs(ms));
-            self.h5.examples.offer(r.time, || example(r, pod, text));
+            self.h5.tunnel_cut(r, pod, ms);
             return;
         }
         if self.picture.longest_tunnel_ms.is_none_or(|l| ms > l) {
             self.picture.longest_tunnel_ms = Some(ms);
         }
-        if matches!(by, ClosedBy::Client | ClosedBy::Upstream | ClosedBy::Error) {
-            let text = format!("tunnel closed by {} after {}", by.name(), secs(ms));
-            if self.h6.longest_tunnel.as_ref().is_none_or(|(l, _)| ms > *l) {
-                self.h6.longest_tunnel = Some((ms, example(r, pod, text.clone())));
-            }
-            if ms >= MIN_LIFETIME_MS {
-                self.lifetime(ms, true, r, pod, text);
-            }
-        }
+        self.h6.tunnel_closed(r, pod, ms);
     }
-
-    fn lifetime(&mut self, ms: f64, tunnel: bool, r: &Rec<'_>, pod: PodId, text: String) {
-        let b = bin_of(ms);
-        let h = &mut self.h6;
-        if tunnel {
-            h.tunnels[b] += 1;
-        } else {
-            h.polls[b] += 1;
-        }
-        h.min_ms[b] = h.min_ms[b].min(ms as f32);
-        h.max_ms[b] = h.max_ms[b].max(ms as f32);
-        h.examples
-            .entry(b as u32)
-            .or_default()
-            .offer(r.time, || example(r, pod, text));
-    }
-}
-
-/// Records what one use of a sid (`hit`) says, given the pod that issued it.
-fn join(
-    h2: &mut H2,
-    sid: &str,
-    entry: &mut SidEntry,
-    issued_pod: PodId,
-    issued_at: Option<i64>,
-    hit: HitRef<'_>,
-) {
-    if hit.pod != issued_pod {
-        if entry.state & CROSSED == 0 {
-            if entry.state & STAYED != 0 {
-                h2.stayed = h2.stayed.saturating_sub(1);
-            }
-            entry.state |= CROSSED;
-            if h2.crosses.len() < MAX_JOINED {
-                h2.crosses.push(Cross {
-                    sid: sid.to_string(),
-                    issued_pod,
-                    issued_at,
-                    pod: hit.pod,
-                    at: hit.at,
-                    id: hit.id.map(str::to_string),
-                    refused: hit.refused,
-                    what: hit.what.describe(),
-                });
-            } else {
-                h2.crosses_not_kept += 1;
-            }
-        }
-        return;
-    }
-    if entry.state & (STAYED | CROSSED) == 0 {
-        entry.state |= STAYED;
-        h2.stayed += 1;
-    }
-    if hit.refused && entry.state & SAME_POD_NOTED == 0 {
-        entry.state |= SAME_POD_NOTED;
-        if h2.same_pod.len() < MAX_JOINED {
-            let cut_poll = entry
-                .cut_poll
-                .filter(|(p, t, _)| *p == hit.pod && t.zip(hit.at).is_none_or(|(c, r)| c <= r))
-                .map(|(_, t, d)| (t, d));
-            h2.same_pod.push(SamePod {
-                sid: sid.to_string(),
-                pod: hit.pod,
-                issued_at,
-                at: hit.at,
-                id: hit.id.map(str::to_string),
-                cut_poll,
-            });
-        } else {
-            h2.same_pod_not_kept += 1;
-        }
-    }
-}
-
-/// A handshake that succeeded: a polling handshake's 200, or a websocket-only 101.
-fn is_handshake(r: &Rec<'_>, status: u16) -> bool {
-    (r.handshake && status == 200) || (r.event == Event::Upgrade && r.sid.is_none())
 }
 
 fn push_capped(v: &mut Vec<i64>, t: i64) {
@@ -952,7 +477,7 @@ fn push_capped(v: &mut Vec<i64>, t: i64) {
     }
 }
 
-fn example(r: &Rec<'_>, pod: PodId, text: String) -> Example {
+pub fn example(r: &Rec<'_>, pod: PodId, text: String) -> Example {
     Example {
         time: r.time,
         pod,
@@ -982,7 +507,7 @@ pub fn describe(r: &Rec<'_>) -> String {
     s
 }
 
-fn status_text(status: u16) -> String {
+pub fn status_text(status: u16) -> String {
     if status == 0 {
         "no answer".to_string()
     } else {
@@ -1001,68 +526,9 @@ pub fn secs(ms: f64) -> String {
     }
 }
 
-/// Whether Origin's `host[:port]` differs from Host once a default port is dropped from
-/// both — stricter than the `origin_host_mismatch` flag, which ignores Origin's port when
-/// Host has none (Theia compares them exactly).
-pub fn origin_differs_strictly(origin: &str, host: Option<&str>) -> bool {
-    let Some(host) = host else {
-        return true;
-    };
-    let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let default = match scheme.to_ascii_lowercase().as_str() {
-        "https" | "wss" => ":443",
-        "http" | "ws" => ":80",
-        _ => "",
-    };
-    let norm = |a: &str| {
-        let a = a.to_ascii_lowercase();
-        match a.strip_suffix(default) {
-            Some(stripped) if !default.is_empty() => stripped.to_string(),
-            _ => a,
-        }
-    };
-    norm(authority) != norm(host)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strict_origin_comparison() {
-        let cases = [
-            ("http://127.0.0.1:43265", Some("127.0.0.1"), true),
-            ("http://127.0.0.1:43265", Some("127.0.0.1:43265"), false),
-            ("https://ide.example.com", Some("ide.example.com"), false),
-            (
-                "https://ide.example.com:443",
-                Some("ide.example.com"),
-                false,
-            ),
-            (
-                "https://IDE.example.com",
-                Some("ide.example.com:443"),
-                false,
-            ),
-            ("http://ide.example.com", Some("ide.example.com:80"), false),
-            ("http://k8s-ingress.internal", Some("127.0.0.1"), true),
-            (
-                "http://127.0.0.1:40441",
-                Some("coditect-combined-service"),
-                true,
-            ),
-            ("null", Some("ide.example.com"), true),
-            ("https://ide.example.com", None, true),
-        ];
-        for (origin, host, want) in cases {
-            assert_eq!(
-                origin_differs_strictly(origin, host),
-                want,
-                "{origin} vs {host:?}"
-            );
-        }
-    }
 
     #[test]
     fn examples_keep_the_earliest() {
@@ -1096,17 +562,23 @@ mod tests {
     }
 
     #[test]
-    fn bins() {
+    fn answers_by_bucket() {
+        let s = 1_000_000i64;
+        let mut p = PodStats::default();
+        p.answered(100 * s);
+        p.answered(105 * s);
+        p.answered(300 * s);
         let cases = [
-            (1000.0, 0),
-            (999.0, 0),
-            (1002.6, 1),
-            (2943.0, 432),
-            (3000.0, 439),
-            (1e12, BINS - 1),
+            (0, 99 * s, false),
+            (0, 100 * s, true),
+            (101 * s, 104 * s, false),
+            (101 * s, 106 * s, true),
+            (106 * s, 299 * s, false),
+            (200 * s, 400 * s, true),
+            (301 * s, 900 * s, false),
         ];
-        for (ms, want) in cases {
-            assert_eq!(bin_of(ms), want, "{ms}");
+        for (from, to, want) in cases {
+            assert_eq!(p.answered_between(from, to), want, "{from}..{to}");
         }
     }
 

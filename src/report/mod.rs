@@ -2,16 +2,27 @@
 //!
 //! - `input`: files or stdin, gzip, line prefixes, JSON arrays → JSON objects.
 //! - `parse`: one JSON object (a record, or a Cloud Logging entry holding one) → a flat view.
-//! - `analyze`: records folded into bounded state, with the cross-pod and tunnel joins.
-//! - `recent`: the bounded table those joins keep their entries in.
-//! - `verdict`: the rules, confirmed / ruled out / no evidence per hypothesis.
+//! - `analyze`: records folded into bounded state: counts, pod lifecycles; hands each
+//!   record to the session join and to every hypothesis.
+//! - `sessions`: the sid join (issued where, used where), which H2, H5 and H6 read.
+//! - `h1` … `h6`: one module per hypothesis: its state, its fold, its rule.
+//! - `recent`: the bounded table the joins keep their entries in.
+//! - `verdict`: what a verdict and a finding are (confirmed / isolated / ruled out / no
+//!   evidence), the six in order.
 //! - `render`: the terminal and JSON output.
 
 pub mod analyze;
+pub mod h1;
+pub mod h2;
+pub mod h3;
+pub mod h4;
+pub mod h5;
+pub mod h6;
 pub mod input;
 pub mod parse;
 pub mod recent;
 pub mod render;
+pub mod sessions;
 pub mod verdict;
 
 use std::io::{IsTerminal, Write};

@@ -101,6 +101,7 @@ pub struct RawEntry<'a> {
     drained: Option<bool>,
     tunnels_closed_by_shutdown: Option<f64>,
     open_tunnels: Option<f64>,
+    open_requests: Option<f64>,
     deadline_s: Option<f64>,
     count: Option<f64>,
     // Cloud Logging entry fields.
@@ -135,6 +136,12 @@ struct RawHeaders<'a> {
     origin: Option<HeaderValue<'a>>,
     #[serde(rename = "user-agent", borrow)]
     user_agent: Option<HeaderValue<'a>>,
+    #[serde(rename = "sec-websocket-key", borrow)]
+    sec_websocket_key: Option<HeaderValue<'a>>,
+    #[serde(rename = "sec-websocket-version", borrow)]
+    sec_websocket_version: Option<HeaderValue<'a>>,
+    #[serde(rename = "x-forwarded-for", borrow)]
+    x_forwarded_for: Option<HeaderValue<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +155,10 @@ struct RawSioError<'a> {
 struct RawHttpRequest<'a> {
     #[serde(rename = "requestUrl", borrow)]
     request_url: Option<Str<'a>>,
+    #[serde(rename = "remoteIp", borrow)]
+    remote_ip: Option<Str<'a>>,
+    #[serde(borrow)]
+    protocol: Option<Str<'a>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -431,6 +442,14 @@ pub struct Rec<'r> {
     pub host: Option<&'r str>,
     pub origin: Option<&'r str>,
     pub user_agent: Option<&'r str>,
+    /// Whether the request carried `Sec-WebSocket-Key` and `Sec-WebSocket-Version`: every
+    /// browser's websocket attempt does, whatever a hop did to Upgrade and Connection.
+    pub ws_key: bool,
+    /// The client as the load balancer saw it: `httpRequest.remoteIp`, else the first
+    /// `X-Forwarded-For` entry.
+    pub remote_ip: Option<&'r str>,
+    /// `httpRequest.protocol` (`HTTP/1.1`, `HTTP/1.0`, `websocket`).
+    pub protocol: Option<&'r str>,
     pub error_code: Option<i64>,
     pub error_message: Option<&'r str>,
     pub flags: Flags,
@@ -444,6 +463,7 @@ pub struct Rec<'r> {
     pub drained: Option<bool>,
     pub tunnels_closed_by_shutdown: Option<u64>,
     pub open_tunnels: Option<u64>,
+    pub open_requests: Option<u64>,
     pub deadline_s: Option<f64>,
     /// `records_dropped.count`.
     pub count: Option<u64>,
@@ -476,6 +496,24 @@ impl<'r> Rec<'r> {
             host: headers.and_then(|h| header(&h.host)),
             origin: headers.and_then(|h| header(&h.origin)),
             user_agent: headers.and_then(|h| header(&h.user_agent)),
+            ws_key: headers.is_some_and(|h| {
+                h.sec_websocket_key.is_some() && h.sec_websocket_version.is_some()
+            }),
+            remote_ip: raw
+                .http_request
+                .as_ref()
+                .and_then(|h| h.remote_ip.as_deref())
+                .or_else(|| {
+                    headers
+                        .and_then(|h| header(&h.x_forwarded_for))
+                        .and_then(|x| x.split(',').next())
+                        .map(str::trim)
+                })
+                .filter(|ip| !ip.is_empty()),
+            protocol: raw
+                .http_request
+                .as_ref()
+                .and_then(|h| h.protocol.as_deref()),
             error_code: raw
                 .sio_error
                 .as_ref()
@@ -509,6 +547,7 @@ impl<'r> Rec<'r> {
             drained: raw.drained,
             tunnels_closed_by_shutdown: raw.tunnels_closed_by_shutdown.map(|n| n as u64),
             open_tunnels: raw.open_tunnels.map(|n| n as u64),
+            open_requests: raw.open_requests.map(|n| n as u64),
             deadline_s: raw.deadline_s,
             count: raw.count.map(|n| n as u64),
         })

@@ -36,6 +36,7 @@ impl Style {
         let words = format!("{:<pad$}", v.words());
         match v {
             Verdict::Confirmed => self.paint("1;31", &words),
+            Verdict::Isolated => self.paint("33", &words),
             Verdict::RuledOut => self.paint("32", &words),
             Verdict::NoEvidence => self.paint("2", &words),
         }
@@ -439,6 +440,7 @@ fn finding_json(a: &Analyzer, f: &Finding) -> Value {
         "details": f.details,
         "counts": counts,
         "examples": f.examples.iter().map(|e| example_json(a, e)).collect::<Vec<_>>(),
+        "rule": f.rule,
         "fix": f.fix,
     })
 }

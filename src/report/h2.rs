@@ -1,0 +1,187 @@
+//! H2, no session affinity: the rule over the session join (`sessions`), which holds the
+//! state and the fold because H5 and H6 read it too. Pure.
+//!
+//! With no affinity and n pods, a polling session's next request lands on another pod
+//! with odds (n-1)/n, so most sessions that poll more than once move; with affinity only
+//! rollouts (H5), a client that drops cookies, or a dead pod move one. So the rule looks
+//! at the share of sessions that moved while the pod that issued them was still up.
+
+use super::analyze::MAX_EXAMPLES;
+use super::analyze::{Analyzer, Example};
+use super::sessions::{Moved, cross_example};
+use super::verdict::{Finding, Verdict, count, earliest, of, plural, share_at_least};
+
+pub const RULE: &str = "confirmed when at least 10 % of the sessions seen again after their handshake came back on another pod while the pod that issued them was still up (moves within 5 s of a drain, restart or the issuing pod's last record are counted under H5); isolated when fewer; ruled out when none moved and sessions stayed on at least two pods that served at the same time (≥ 5 later requests)";
+const FIX: &str = "make the backend service sticky: BackendConfig `sessionAffinity: {affinityType: GENERATED_COOKIE}` (Service.spec.sessionAffinity does nothing with NEGs), or connect with transports: ['websocket']";
+
+const SHARE: f64 = 0.10;
+/// Later requests of sessions that all stayed on their pod before H2 is ruled out: by
+/// chance, with no affinity and two pods, five in a row stay with odds of 1 in 32.
+const MIN_STAYED_USES: u64 = 5;
+
+pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
+    let h = &a.sessions;
+    let name = |p| a.pod_name(p).to_string();
+    let seen = h.seen_again();
+    let moved = m.affinity.len() as u64 + h.crosses_not_kept;
+    let concurrent = concurrent_pods(a);
+    let mut f = if moved > 0 && share_at_least(moved, seen, SHARE) {
+        let mut pairs: Vec<(u32, u32)> = m.affinity.iter().map(|c| (c.issued_pod, c.pod)).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let route = match pairs.as_slice() {
+            [(from, to)] => format!("on {} came back on {}", a.pod_name(*from), a.pod_name(*to)),
+            _ => format!(
+                "on one pod came back on another ({} pod pairs)",
+                count(pairs.len() as u64)
+            ),
+        };
+        let refused = m.affinity.iter().filter(|c| c.refused).count() as u64;
+        let mut f = Finding::new(
+            1,
+            Verdict::Confirmed,
+            format!(
+                "{} sessions seen again {route} while their pod was up; {} refused with Session ID unknown",
+                of(moved, seen),
+                plural(h.foreign_refusals.max(refused), "request", "requests"),
+            ),
+            RULE,
+            FIX,
+        );
+        f.examples = earliest(
+            MAX_EXAMPLES,
+            m.affinity.iter().map(|c| cross_example(name, c)),
+        );
+        if h.stayed > 0 {
+            f.details.push(format!(
+                "{} stayed on the pod that issued them",
+                plural(h.stayed, "session", "sessions")
+            ));
+        }
+        f
+    } else if moved > 0 {
+        let mut f = Finding::new(
+            1,
+            Verdict::Isolated,
+            format!(
+                "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies?)",
+                of(moved, seen),
+                count(h.stayed)
+            ),
+            RULE,
+            FIX,
+        );
+        f.examples = earliest(
+            MAX_EXAMPLES,
+            m.affinity.iter().map(|c| cross_example(name, c)),
+        );
+        f
+    } else if concurrent >= 2 && h.stayed_uses >= MIN_STAYED_USES && h.unjoined * 10 <= seen {
+        Finding::new(
+            1,
+            Verdict::RuledOut,
+            format!(
+                "{} seen again stayed on the pod that issued them ({} later requests; {} pods served at the same time); none moved while its pod was up",
+                plural(h.stayed, "session", "sessions"),
+                count(h.stayed_uses),
+                concurrent
+            ),
+            RULE,
+            FIX,
+        )
+    } else if h.unjoined > 0 {
+        let mut f = Finding::new(
+            1,
+            Verdict::NoEvidence,
+            format!(
+                "{} refused as unknown, issued by no pod in these records",
+                plural(h.unjoined, "sid", "sids")
+            ),
+            RULE,
+            FIX,
+        );
+        f.details.push(
+            "another pod's records may show it issued: read every pod's records together"
+                .to_string(),
+        );
+        f.examples = h
+            .unjoined_examples
+            .iter()
+            .map(|(sid, e)| Example {
+                text: format!("sid {sid}: {}", e.text),
+                ..e.clone()
+            })
+            .collect();
+        f
+    } else if a.pods.len() < 2 {
+        Finding::new(
+            1,
+            Verdict::NoEvidence,
+            "one pod in the records: affinity cannot be tested".to_string(),
+            RULE,
+            FIX,
+        )
+    } else if concurrent < 2 {
+        Finding::new(
+            1,
+            Verdict::NoEvidence,
+            format!(
+                "{} sessions seen again, but no two pods kept sessions at the same time: affinity cannot be tested",
+                count(seen)
+            ),
+            RULE,
+            FIX,
+        )
+    } else {
+        Finding::new(
+            1,
+            Verdict::NoEvidence,
+            format!(
+                "{} later requests of sessions: too few to tell",
+                count(h.stayed_uses)
+            ),
+            RULE,
+            FIX,
+        )
+    };
+    if !m.after_drain.is_empty() {
+        f.details.push(format!(
+            "{} moved only after their pod drained, restarted or went away (counted under H5)",
+            plural(m.after_drain.len() as u64, "session", "sessions")
+        ));
+    }
+    f.counts = vec![
+        ("sids_issued", h.issued),
+        ("sessions_seen_again", seen),
+        ("sessions_stayed", h.stayed),
+        ("requests_stayed", h.stayed_uses),
+        ("sids_crossed", moved),
+        ("sids_crossed_after_drain", m.after_drain.len() as u64),
+        ("sid_unknown_refusals", h.sid_unknown),
+        ("sids_refused_unjoined", h.unjoined),
+        ("pods", a.pods.len() as u64),
+        ("pods_serving_together", concurrent),
+    ];
+    f
+}
+
+/// The most pods that kept sessions (stayed) and whose records overlap in time with each
+/// other's: affinity is only tested where a client had a choice of pods.
+fn concurrent_pods(a: &Analyzer) -> u64 {
+    let spans: Vec<(i64, i64)> = a
+        .sessions
+        .stayed_by_pod
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|(i, _)| {
+            let p = a.pods.get(i)?;
+            Some((p.first?, p.last?))
+        })
+        .collect();
+    spans
+        .iter()
+        .map(|(f, l)| spans.iter().filter(|(f2, l2)| f2 <= l && f <= l2).count() as u64)
+        .max()
+        .unwrap_or(0)
+}

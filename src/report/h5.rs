@@ -1,0 +1,282 @@
+//! H5, draining kills sessions: its state, its fold over records and its rule. Pure.
+//!
+//! Every rollout ends sessions; sessions that end at a drain and come back as fresh
+//! handshakes are normal churn. What clients see as failures: tunnels and requests the
+//! drain deadline cut (`closed_by`/`outcome` `shutdown`), clients that came back with
+//! the old sid and were refused, and sockproxy's own 502 while the pod drained (theia
+//! gone before the sidecar). A 502 after a start, before theia first answered on that
+//! pod, is a readiness finding (theia not ready when traffic arrived), not draining.
+
+use super::analyze::{
+    Analyzer, Example, Examples, MAX_JOINED, PodId, PodStats, describe, example, secs,
+};
+use super::parse::Rec;
+use super::sessions::{CLOCK_SKEW_US, Moved, cross_example};
+use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural, share_at_least};
+
+pub const RULE: &str = "failures = tunnels and requests cut by the drain deadline + sessions refused after their pod drained or restarted + sockproxy's 502 while a pod drained; confirmed when they are at least 25 % of what the drains met (tunnels and requests open at each `draining`, plus the sessions that came back after one); isolated when fewer; ruled out when pods drained and nothing failed. 502s before theia first answered after a start are a readiness finding, not this";
+const FIX: &str = "let sessions end before the pod does: --drain-timeout and terminationGracePeriodSeconds above the longest session, BackendConfig `connectionDraining.drainingTimeoutSec` to match, and rely on the client's reconnect";
+
+const SHARE: f64 = 0.25;
+
+#[derive(Clone, Debug, Default)]
+pub struct H5 {
+    pub drains: u64,
+    pub stops: u64,
+    pub stops_cut_short: u64,
+    /// Sum of `draining.open_tunnels` and `open_requests`: what the drains met.
+    pub open_at_drains: u64,
+    pub tunnels_cut: u64,
+    /// Sum of `stopped.tunnels_closed_by_shutdown`.
+    pub stopped_tunnels: u64,
+    pub requests_cut: u64,
+    pub examples: Examples,
+    /// Exchanges sockproxy answered itself (theia unreachable): pod, time, example.
+    pub upstream_failures: Vec<(PodId, Option<i64>, Example)>,
+    pub upstream_failures_not_kept: u64,
+}
+
+/// sockproxy's own 502s, by when they happened in the pod's life.
+#[derive(Default)]
+struct Unreachable<'a> {
+    starting: Vec<&'a Example>,
+    draining: Vec<&'a Example>,
+    midlife: Vec<&'a Example>,
+}
+
+impl H5 {
+    pub fn draining(&mut self, r: &Rec<'_>, pod: PodId) {
+        self.drains += 1;
+        let open = r.open_tunnels.unwrap_or(0) + r.open_requests.unwrap_or(0);
+        self.open_at_drains += open;
+        if open > 0 {
+            let text = format!(
+                "draining with {} tunnel(s) and {} request(s) open, deadline {}s",
+                r.open_tunnels.unwrap_or(0),
+                r.open_requests.unwrap_or(0),
+                r.deadline_s.map_or("?".to_string(), |d| format!("{d}"))
+            );
+            self.examples.offer(r.time, || example(r, pod, text));
+        }
+    }
+
+    pub fn stopped(&mut self, r: &Rec<'_>, pod: PodId) {
+        self.stops += 1;
+        let cut = r.tunnels_closed_by_shutdown.unwrap_or(0);
+        self.stopped_tunnels += cut;
+        if r.drained == Some(false) || cut > 0 {
+            self.stops_cut_short += 1;
+            let text = format!("stopped, drain cut short: {cut} tunnel(s) closed by shutdown");
+            self.examples.offer(r.time, || example(r, pod, text));
+        }
+    }
+
+    pub fn tunnel_cut(&mut self, r: &Rec<'_>, pod: PodId, ms: f64) {
+        self.tunnels_cut += 1;
+        let text = format!("tunnel closed by shutdown after {}", secs(ms));
+        self.examples.offer(r.time, || example(r, pod, text));
+    }
+
+    pub fn fold(&mut self, r: &Rec<'_>, pod: PodId, upstream_failed: bool) {
+        if r.outcome == super::parse::Outcome::Shutdown {
+            self.requests_cut += 1;
+            let text = format!("{} cut by the drain deadline", describe(r));
+            self.examples.offer(r.time, || example(r, pod, text));
+        }
+        if upstream_failed {
+            if self.upstream_failures.len() < MAX_JOINED {
+                let text = format!(
+                    "{} (sockproxy answered: {})",
+                    describe(r),
+                    r.upstream_error.unwrap_or("theia unreachable")
+                );
+                self.upstream_failures
+                    .push((pod, r.time, example(r, pod, text)));
+            } else {
+                self.upstream_failures_not_kept += 1;
+            }
+        }
+    }
+
+    fn unreachable<'a>(&'a self, pods: &[PodStats]) -> Unreachable<'a> {
+        let mut u = Unreachable::default();
+        for (pod, t, e) in &self.upstream_failures {
+            let p = &pods[*pod as usize];
+            let Some(t) = *t else {
+                u.midlife.push(e);
+                continue;
+            };
+            let start = p.start_before(t + CLOCK_SKEW_US).or(p.first).unwrap_or(t);
+            let draining = p
+                .drains
+                .iter()
+                .any(|d| *d - CLOCK_SKEW_US <= t && *d >= start);
+            if draining {
+                u.draining.push(e);
+            } else if !p.answered_between(start, t - 1) {
+                u.starting.push(e);
+            } else {
+                u.midlife.push(e);
+            }
+        }
+        u
+    }
+
+    pub fn verdict(&self, a: &Analyzer, m: &Moved<'_>) -> Finding {
+        let name = |p| a.pod_name(p).to_string();
+        let u = self.unreachable(&a.pods);
+        let tunnels = self.tunnels_cut.max(self.stopped_tunnels);
+        let refused = m.refused_after_shutdown();
+        let came_back = (m.after_drain.len() + m.after_restart.len()) as u64;
+        let failures = tunnels + self.requests_cut + refused + u.draining.len() as u64;
+        let met = self.open_at_drains.max(tunnels + self.requests_cut)
+            + came_back
+            + u.draining.len() as u64;
+        let mut parts = Vec::new();
+        if tunnels > 0 {
+            parts.push(format!(
+                "{} closed by shutdown",
+                plural(tunnels, "tunnel", "tunnels")
+            ));
+        }
+        if self.requests_cut > 0 {
+            parts.push(format!(
+                "{} cut by the drain deadline",
+                plural(self.requests_cut, "request", "requests")
+            ));
+        }
+        if refused > 0 {
+            parts.push(format!(
+                "{} came back with the old sid after its pod drained or restarted and was refused",
+                of(refused, came_back)
+            ));
+        }
+        if !u.draining.is_empty() {
+            parts.push(format!(
+                "{} answered by sockproxy while the pod drained (theia gone first)",
+                plural(u.draining.len() as u64, "request", "requests")
+            ));
+        }
+        let summary = format!(
+            "{} failures of {} the drains met: {}",
+            count(failures),
+            count(met),
+            parts.join("; ")
+        );
+        let mut f = if failures > 0 && share_at_least(failures, met, SHARE) {
+            let mut f = Finding::new(4, Verdict::Confirmed, summary, RULE, FIX);
+            let mut ex: Vec<Example> = self.examples.0.clone();
+            ex.extend(
+                m.after_drain
+                    .iter()
+                    .filter(|c| c.refused)
+                    .map(|c| cross_example(name, c)),
+            );
+            ex.extend(m.after_restart.iter().map(|s| Example {
+                time: s.at,
+                pod: s.pod,
+                id: s.id.clone(),
+                text: format!(
+                    "sid {} refused after {} restarted",
+                    s.sid,
+                    a.pod_name(s.pod)
+                ),
+            }));
+            ex.extend(u.draining.iter().map(|e| (*e).clone()));
+            f.examples = earliest(MAX_SHOWN, ex);
+            f
+        } else if failures > 0 {
+            let mut f = Finding::new(
+                4,
+                Verdict::Isolated,
+                format!(
+                    "{summary}: most sessions ended on their own or came back as fresh handshakes"
+                ),
+                RULE,
+                FIX,
+            );
+            f.examples = earliest(MAX_SHOWN, self.examples.0.clone());
+            f
+        } else if self.drains > 0 || self.stops > 0 {
+            Finding::new(
+                4,
+                Verdict::RuledOut,
+                format!(
+                    "{} with nothing cut ({} open when they began ended on their own{})",
+                    plural(self.drains.max(self.stops), "drain", "drains"),
+                    count(self.open_at_drains),
+                    if came_back > 0 {
+                        format!(
+                            "; {} came back after a drain, none refused",
+                            count(came_back)
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+                RULE,
+                FIX,
+            )
+        } else {
+            Finding::new(
+                4,
+                Verdict::NoEvidence,
+                "no shutdown in the records".to_string(),
+                RULE,
+                FIX,
+            )
+        };
+        if !u.starting.is_empty() {
+            let pods: std::collections::BTreeSet<u32> = self
+                .upstream_failures
+                .iter()
+                .filter(|(_, _, e)| u.starting.iter().any(|s| std::ptr::eq(*s, e)))
+                .map(|(p, _, _)| *p)
+                .collect();
+            f.details.push(format!(
+                "not draining: {} answered 502 by sockproxy after a start on {}, before theia first answered there: theia was not ready when traffic arrived (a readiness probe on theia's port, or sockproxy as a native sidecar started before theia)",
+                plural(u.starting.len() as u64, "request", "requests"),
+                plural(pods.len() as u64, "pod", "pods")
+            ));
+            if f.verdict != Verdict::Confirmed {
+                f.examples
+                    .extend(u.starting.iter().take(2).map(|e| (*e).clone()));
+            }
+        }
+        if !u.midlife.is_empty() {
+            f.details.push(format!(
+                "{} answered 502 by sockproxy while theia had been answering (theia restarted or overloaded?)",
+                plural(u.midlife.len() as u64, "request", "requests")
+            ));
+        }
+        let restarts: usize = a
+            .pods
+            .iter()
+            .map(|p| p.starts.len().saturating_sub(1))
+            .sum();
+        if restarts > 0 {
+            f.details.push(format!(
+                "{} (a later `listening` on the same pod)",
+                plural(restarts as u64, "restart", "restarts")
+            ));
+        }
+        f.counts = vec![
+            ("drains", self.drains),
+            ("stops", self.stops),
+            ("drains_cut_short", self.stops_cut_short),
+            ("open_at_drains", self.open_at_drains),
+            ("tunnels_closed_by_shutdown", tunnels),
+            ("requests_cut_by_shutdown", self.requests_cut),
+            ("sessions_back_after_drain_or_restart", came_back),
+            ("sessions_refused_after_drain_or_restart", refused),
+            (
+                "upstream_failures",
+                self.upstream_failures.len() as u64 + self.upstream_failures_not_kept,
+            ),
+            ("upstream_failures_while_draining", u.draining.len() as u64),
+            ("upstream_failures_before_ready", u.starting.len() as u64),
+            ("failures", failures),
+        ];
+        f
+    }
+}
