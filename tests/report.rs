@@ -196,7 +196,7 @@ fn evidence_names_records_pods_and_times() {
     let h6 = &v["hypotheses"][5];
     let summary = h6["summary"].as_str().unwrap();
     assert!(
-        summary.contains("4 lifetimes") && summary.contains("≈3.000 s"),
+        summary.contains("4 of 5 lifetimes") && summary.contains("≈3.000 s"),
         "{summary}"
     );
     assert_eq!(h6["counts"]["sessions_refused_after_cut_poll"], 1);
@@ -493,7 +493,8 @@ fn follow_prints_a_line_as_soon_as_a_verdict_changes() {
     let notice = rx
         .recv_timeout(WAIT)
         .expect("a notice while the input is still open");
-    assert!(notice.contains("H1 no evidence → CONFIRMED"), "{notice}");
+    // One stripped attempt is below H1's minimum of two: seen, not yet acted on.
+    assert!(notice.contains("H1 no evidence → isolated"), "{notice}");
     assert!(
         notice.starts_with("12:55:47.580"),
         "the time of the record: {notice}"
@@ -503,7 +504,12 @@ fn follow_prints_a_line_as_soon_as_a_verdict_changes() {
     }
     drop(stdin);
     let rest: Vec<String> = rx.iter().collect();
-    assert!(rest[0].contains("H5 no evidence → ruled out"), "{rest:?}");
+    assert!(rest[0].contains("H1 isolated → CONFIRMED"), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("H5 no evidence → ruled out")),
+        "{rest:?}"
+    );
     assert!(
         rest.iter()
             .any(|l| l.starts_with("sockproxy report: 15 records")),

@@ -174,13 +174,21 @@ impl H1 {
             }
             f
         } else if self.stripped > 0 {
+            let why = if self.stripped < MIN_STRIPPED {
+                format!(
+                    "one attempt is too few to act on; {} upgraded",
+                    count(self.upgraded)
+                )
+            } else {
+                format!(
+                    "{} upgraded: the path to theia keeps the headers, a proxy on those clients' side drops them",
+                    count(self.upgraded)
+                )
+            };
             let mut f = Finding::new(
                 0,
                 Verdict::Isolated,
-                format!(
-                    "{headline}; {} upgraded: the path to theia keeps the headers, a proxy on those clients' side drops them",
-                    count(self.upgraded)
-                ),
+                format!("{headline}; {why}"),
                 RULE,
                 FIX,
             );

@@ -11,7 +11,7 @@ use super::analyze::{
     Analyzer, Example, Examples, MAX_JOINED, PodId, PodStats, describe, example, secs,
 };
 use super::parse::Rec;
-use super::sessions::{CLOCK_SKEW_US, Moved, cross_example};
+use super::sessions::{Moved, cross_example};
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural, share_at_least};
 
 pub const RULE: &str = "failures = tunnels and requests cut by the drain deadline + sessions refused after their pod drained or restarted + sockproxy's 502 while a pod drained; confirmed when they are at least 25 % of what the drains met (tunnels and requests open at each `draining`, plus the sessions that came back after one); isolated when fewer; ruled out when pods drained and nothing failed. 502s before theia first answered after a start are a readiness finding, not this";
@@ -106,11 +106,9 @@ impl H5 {
                 u.midlife.push(e);
                 continue;
             };
-            let start = p.start_before(t + CLOCK_SKEW_US).or(p.first).unwrap_or(t);
-            let draining = p
-                .drains
-                .iter()
-                .any(|d| *d - CLOCK_SKEW_US <= t && *d >= start);
+            // One pod's records share one clock: no skew to allow for.
+            let start = p.start_before(t).or(p.first).unwrap_or(t);
+            let draining = p.drains.iter().any(|d| *d <= t && *d >= start);
             if draining {
                 u.draining.push(e);
             } else if !p.answered_between(start, t - 1) {

@@ -14,7 +14,7 @@ use super::parse::{ClosedBy, Rec};
 use super::sessions::Moved;
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural};
 
-pub const RULE: &str = "a cluster is at least 3 lifetimes (tunnels ended by client, upstream or error; long-polls cut by the client) in the band just under a value T (T·5 %, at least 0.5 s), more than twice the two band widths below it (+3); confirmed when at least twice as many ended in the cluster as outlived T (+2 %); isolated when a cluster exists but more outlived it; ruled out when there is no cluster and at least 3 tunnels outlived GKE's default 30 s";
+pub const RULE: &str = "a cluster is at least 3 lifetimes (tunnels ended by client, upstream or error; long-polls cut by the client) in the band just under a value T (T·5 %, at least 0.5 s), more than twice (+3) the two band widths below it and the band width past T; confirmed when at least twice as many ended in the cluster as outlived T (+2 %); isolated when a cluster exists but more outlived it; ruled out when there is no cluster and at least 3 tunnels outlived GKE's default 30 s";
 const FIX: &str = "raise the backend service's timeout above the longest session: BackendConfig `timeoutSec` (e.g. 86400) — for websockets it is a hard lifetime limit, and long-polls need more than pingInterval";
 
 /// GKE's default backend-service timeout: tunnels that outlive it (with no cluster) rule
@@ -280,7 +280,8 @@ const ABOVE_REL: f64 = 0.02;
 const ABOVE_MIN_MS: f64 = 100.0;
 
 /// The cluster of lifetimes that looks most like a fixed timeout T: at least 3 in the band
-/// just under T, more than twice as many as in the two band widths below it (+3). One
+/// just under T, more than twice as many (+3) as in the two band widths below it and as
+/// in the band width just past T. One
 /// that cuts all (see [`Cluster::cuts_all`]) beats one that does not; then the larger.
 pub fn find_cluster(h: &H6) -> Option<Cluster> {
     let count = |i: usize| u64::from(h.tunnels[i]) + u64::from(h.polls[i]);
@@ -307,8 +308,11 @@ pub fn find_cluster(h: &H6) -> Option<Cluster> {
             continue;
         }
         let below = sum(bin_of(t - 3.0 * band), first);
-        let above = sum(bin_of(t + (t * ABOVE_REL).max(ABOVE_MIN_MS)) + 1, BINS);
-        if n < 2 * below + 3 {
+        let above_from = bin_of(t + (t * ABOVE_REL).max(ABOVE_MIN_MS)) + 1;
+        let above = sum(above_from, BINS);
+        // A pile stands out from both sides: the band just past T is as thin as below.
+        let just_after = sum(above_from, bin_of(t + band) + 1);
+        if n < 2 * below + 3 || n < 2 * just_after + 3 {
             continue;
         }
         let range = first..=top;

@@ -151,6 +151,224 @@ pub fn clock(us: i64) -> String {
 mod tests {
     use super::*;
 
+    /// The six verdicts (C confirmed, I isolated, R ruled out, - no evidence) for records given as
+    /// (pod, second, JSON fields after the common ones).
+    fn verdicts_of(records: &[(&str, u32, &str)]) -> String {
+        use crate::report::analyze::Analyzer;
+        use crate::report::parse::{Parsed, Rec, parse};
+        let mut a = Analyzer::new();
+        for (pod, sec, fields) in records {
+            let line = format!(
+                r#"{{"time":"2026-11-25T12:{:02}:{:02}.000000Z","pod":"{pod}",{fields}}}"#,
+                sec / 60,
+                sec % 60
+            );
+            let Parsed::Record(raw) = parse(line.as_bytes()) else {
+                panic!("not a record: {line}");
+            };
+            let rec = Rec::of(&raw).expect("a record");
+            a.record(&rec, "?");
+        }
+        findings(&a)
+            .iter()
+            .map(|f| match f.verdict {
+                Verdict::Confirmed => 'C',
+                Verdict::Isolated => 'I',
+                Verdict::RuledOut => 'R',
+                Verdict::NoEvidence => '-',
+            })
+            .collect()
+    }
+
+    const HANDSHAKE: &str = r#""event":"request","id":"h","method":"GET","sio":{"transport":"polling","sid":"S","handshake":true},"status":200,"headers":{"origin":"https://ide.example.com","host":"ide.example.com"}"#;
+    const POLL: &str = r#""event":"request","id":"p","method":"GET","sio":{"transport":"polling","sid":"S","handshake":false},"status":200"#;
+    const REFUSED: &str = r#""event":"request","id":"r","method":"GET","sio":{"transport":"polling","sid":"S","handshake":false},"status":400,"sio_error":{"code":1,"message":"Session ID unknown"},"flags":["sid_unknown","sid_not_issued_here"]"#;
+    const WS_NO_UPGRADE: &str = r#""event":"request","id":"w","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":400,"headers":{"upgrade":null},"sio_error":{"code":3,"message":"Bad request"},"flags":["upgrade_header_missing"]"#;
+    const WS_STRIPPED: &str = r#""event":"request","id":"w","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":400,"headers":{"upgrade":null,"connection":"upgrade","sec-websocket-key":"dGhlIHNhbXBsZSBub25jZQ==","sec-websocket-version":"13"},"sio_error":{"code":3,"message":"Bad request"},"flags":["upgrade_header_missing"]"#;
+    const UNREACHABLE: &str = r#""event":"request","id":"x","method":"GET","sio":{"transport":"polling"},"status":502,"upstream_error":"connect: connection refused","outcome":"upstream_error","flags":["upstream_unreachable"]"#;
+    const UPGRADED: &str = r#""event":"upgrade","id":"u","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":101,"headers":{"upgrade":"websocket","connection":"upgrade"}"#;
+    const HC_404: &str = r#""event":"request","id":"c","method":"GET","path":"/health","status":404,"headers":{"user-agent":"GoogleHC/1.0"},"flags":["health_check"]"#;
+    const HC_200: &str = r#""event":"request","id":"c","method":"GET","path":"/health","status":200,"headers":{"user-agent":"GoogleHC/1.0"},"flags":["health_check"]"#;
+    const FORBIDDEN_MISMATCH: &str = r#""event":"request","id":"f","method":"GET","sio":{"transport":"polling"},"status":403,"headers":{"origin":"http://k8s-ingress.internal","host":"ide.example.com"},"sio_error":{"code":4,"message":"Forbidden"},"flags":["origin_host_mismatch","forbidden"]"#;
+    const FORBIDDEN_NO_ORIGIN: &str = r#""event":"request","id":"f","method":"GET","sio":{"transport":"polling"},"status":403,"headers":{"origin":null,"host":"ide.example.com"},"sio_error":{"code":4,"message":"Forbidden"},"flags":["forbidden"]"#;
+    const LISTENING: &str = r#""event":"listening""#;
+    const DRAINING: &str = r#""event":"draining","open_tunnels":0,"deadline_s":25"#;
+    const STOPPED: &str = r#""event":"stopped","drained":true,"tunnels_closed_by_shutdown":0"#;
+    const CUT: &str = r#""event":"tunnel_closed","id":"u","sio":{"sid":"S"},"duration_ms":2000,"closed_by":"shutdown""#;
+
+    fn closed(id: &str, ms: f64) -> String {
+        format!(
+            r#""event":"tunnel_closed","id":"{id}","duration_ms":{ms},"closed_by":"client","httpRequest":{{"requestUrl":"http://h/socket.io/?EIO=4&transport=websocket"}}"#
+        )
+    }
+
+    #[test]
+    fn rules() {
+        let (t1, t2, t3) = (
+            closed("1", 29_950.0),
+            closed("2", 29_990.0),
+            closed("3", 30_000.0),
+        );
+        let long: Vec<String> = [45_000.0, 120_000.0, 900_000.0]
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| closed(&format!("l{i}"), *ms))
+            .collect();
+        let mut four_of_fifty: Vec<String> = (0..4)
+            .map(|i| closed(&format!("c{i}"), 59_700.0 + 100.0 * f64::from(i)))
+            .collect();
+        four_of_fifty
+            .extend((0..46).map(|i| closed(&format!("o{i}"), 300_000.0 + 97_000.0 * f64::from(i))));
+        let twenty_upgrades = vec![UPGRADED; 20];
+        type Records<'a> = Vec<(&'a str, u32, &'a str)>;
+        let mut bot: Records = twenty_upgrades.iter().map(|r| ("a", 1, *r)).collect();
+        bot.push(("a", 2, WS_NO_UPGRADE));
+        let cases: Vec<(&str, Records, &str)> = vec![
+            ("nothing", vec![], "------"),
+            (
+                "a websocket request without Upgrade and without a key is no browser's",
+                vec![("a", 1, WS_NO_UPGRADE)],
+                "------",
+            ),
+            (
+                "one browser attempt without Upgrade: too few",
+                vec![("a", 1, WS_STRIPPED)],
+                "I-----",
+            ),
+            (
+                "two browser attempts without Upgrade",
+                vec![("a", 1, WS_STRIPPED), ("a", 2, WS_STRIPPED)],
+                "C-----",
+            ),
+            (
+                "websocket upgraded with its headers",
+                vec![("a", 1, UPGRADED)],
+                "R-----",
+            ),
+            (
+                "one bot among 20 upgrades (the issue's case)",
+                bot,
+                "R-----",
+            ),
+            (
+                "both: some path strips it",
+                vec![
+                    ("a", 1, UPGRADED),
+                    ("a", 2, WS_STRIPPED),
+                    ("a", 3, WS_STRIPPED),
+                ],
+                "C-----",
+            ),
+            (
+                "sid issued on a, refused on b",
+                vec![("a", 1, HANDSHAKE), ("b", 2, REFUSED)],
+                "-C-R--",
+            ),
+            (
+                "the same, b's records first",
+                vec![("b", 2, REFUSED), ("a", 1, HANDSHAKE)],
+                "-C-R--",
+            ),
+            (
+                "refused on b after a drained: H5",
+                vec![("a", 1, HANDSHAKE), ("a", 2, DRAINING), ("b", 3, REFUSED)],
+                "---RC-",
+            ),
+            (
+                "refused on a after a restarted: H5",
+                vec![
+                    ("a", 0, LISTENING),
+                    ("a", 1, HANDSHAKE),
+                    ("a", 2, LISTENING),
+                    ("a", 3, REFUSED),
+                ],
+                "---RC-",
+            ),
+            (
+                "refused, issued nowhere in the records",
+                vec![("b", 2, REFUSED)],
+                "------",
+            ),
+            (
+                "sessions stayed on one pod while the other served none: not tested",
+                vec![
+                    ("a", 1, HANDSHAKE),
+                    ("a", 2, POLL),
+                    ("a", 3, POLL),
+                    ("a", 4, POLL),
+                    ("a", 5, POLL),
+                    ("a", 6, POLL),
+                    ("b", 7, LISTENING),
+                ],
+                "---R--",
+            ),
+            (
+                "health check 404 (theia up, path wrong)",
+                vec![("a", 1, HC_404), ("a", 2, HC_200)],
+                "--C---",
+            ),
+            ("health checks 200", vec![("a", 1, HC_200)], "--R---"),
+            (
+                "Forbidden with Origin ≠ Host",
+                vec![("a", 1, FORBIDDEN_MISMATCH), ("a", 2, HANDSHAKE)],
+                "---C--",
+            ),
+            (
+                "Forbidden without Origin is not H4",
+                vec![("a", 1, FORBIDDEN_NO_ORIGIN)],
+                "------",
+            ),
+            (
+                "tunnel cut by the drain",
+                vec![("a", 1, UPGRADED), ("a", 2, DRAINING), ("a", 3, CUT)],
+                "R---C-",
+            ),
+            (
+                "drained, nothing cut",
+                vec![("a", 1, DRAINING), ("a", 2, STOPPED)],
+                "----R-",
+            ),
+            (
+                "a start: sockproxy's 502 before theia answered, then healthy, then a clean drain (the issue's case)",
+                vec![
+                    ("a", 0, LISTENING),
+                    ("a", 1, UNREACHABLE),
+                    ("a", 3, HANDSHAKE),
+                    ("a", 4, POLL),
+                    ("a", 5, DRAINING),
+                    ("a", 6, STOPPED),
+                ],
+                "---RR-",
+            ),
+            (
+                "three tunnels at 30 s",
+                vec![("a", 31, &t1), ("a", 32, &t2), ("a", 33, &t3)],
+                "-----C",
+            ),
+            (
+                "three tunnels outlived 30 s",
+                long.iter().map(|r| ("a", 46, r.as_str())).collect(),
+                "-----R",
+            ),
+            (
+                "one tunnel outlived 30 s: too few to rule out",
+                vec![("a", 46, long[0].as_str())],
+                "------",
+            ),
+            (
+                "4 of 50 tunnels ended at 60 s, the rest lived on",
+                four_of_fifty
+                    .iter()
+                    .map(|r| ("a", 59, r.as_str()))
+                    .collect(),
+                "-----I",
+            ),
+        ];
+        for (name, records, want) in cases {
+            assert_eq!(verdicts_of(&records), want, "{name}");
+        }
+    }
+
     #[test]
     fn counts_are_grouped() {
         for (n, want) in [
