@@ -285,9 +285,14 @@ fn generated_records_have_the_fields_the_proxy_writes() {
     let real = field_sets(fixtures.iter().map(Vec::as_slice));
     // Keys the contract defines for situations the e2e runs never produced: sockproxy's
     // own answers (502) and the Cloud Logging trace keys (--gcp-project).
-    let situational: BTreeSet<&str> = ["upstream_error", "sio_error", "sio_error.code", "sio_error.message"]
-        .into_iter()
-        .collect();
+    let situational: BTreeSet<&str> = [
+        "upstream_error",
+        "sio_error",
+        "sio_error.code",
+        "sio_error.message",
+    ]
+    .into_iter()
+    .collect();
     let always: BTreeSet<String> = sockproxy::capture::REQUEST_ALWAYS
         .iter()
         .map(|h| format!("headers.{h}"))
@@ -303,7 +308,14 @@ fn generated_records_have_the_fields_the_proxy_writes() {
         )
         .collect();
     let mut problems = Vec::new();
-    for event in ["listening", "request", "upgrade", "tunnel_closed", "draining", "stopped"] {
+    for event in [
+        "listening",
+        "request",
+        "upgrade",
+        "tunnel_closed",
+        "draining",
+        "stopped",
+    ] {
         let (Some((gen_keys, gen_headers)), Some((real_keys, _))) =
             (generated.get(event), real.get(event))
         else {
@@ -312,14 +324,20 @@ fn generated_records_have_the_fields_the_proxy_writes() {
         };
         for k in gen_keys.difference(real_keys) {
             if !situational.contains(k.as_str()) {
-                problems.push(format!("{event}: `{k}` is generated but the proxy never wrote it"));
+                problems.push(format!(
+                    "{event}: `{k}` is generated but the proxy never wrote it"
+                ));
             }
         }
         for k in real_keys.difference(gen_keys) {
-            problems.push(format!("{event}: `{k}` is written by the proxy but never generated"));
+            problems.push(format!(
+                "{event}: `{k}` is written by the proxy but never generated"
+            ));
         }
         for h in gen_headers.difference(&allowed_headers) {
-            problems.push(format!("{event}: header `{h}` is not one the proxy captures"));
+            problems.push(format!(
+                "{event}: header `{h}` is not one the proxy captures"
+            ));
         }
         if matches!(event, "request" | "upgrade") {
             for h in always.difference(gen_headers) {

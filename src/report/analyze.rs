@@ -22,6 +22,8 @@ pub const MAX_JOINED: usize = 2048;
 pub const MAX_DISTINCT: usize = 50_000;
 /// Start/drain times kept per pod.
 const MAX_LIFECYCLE: usize = 64;
+/// sockproxy's default `--drain-timeout`, for a `draining` record without `deadline_s`.
+const DEFAULT_DRAIN_S: f64 = 25.0;
 /// Theia's answers are remembered per pod in buckets of this many microseconds.
 const ANSWER_BUCKET_US: i64 = 10_000_000;
 /// Buckets of theia answers kept per pod (10 s each: about 11 days).
@@ -96,6 +98,8 @@ impl Distinct {
 #[derive(Clone, Debug, Default)]
 pub struct PodStats {
     pub name: String,
+    /// `pod_ip`, as first seen.
+    pub ip: Option<Box<str>>,
     pub records: u64,
     pub first: Option<i64>,
     pub last: Option<i64>,
@@ -110,6 +114,8 @@ pub struct PodStats {
     /// `listening` times (the first is the start; later ones are restarts).
     pub starts: Vec<i64>,
     pub drains: Vec<i64>,
+    /// Each drain's window: from `draining` to its deadline (plus the clock skew).
+    pub drain_windows: Vec<(i64, i64)>,
     /// Times theia answered (status from theia, not sockproxy's own), by 10 s bucket:
     /// the earliest and latest answer in each.
     answers: HashMap<i64, (i64, i64)>,
@@ -147,6 +153,22 @@ impl PodStats {
             *hi = (*hi).max(t);
         } else if self.answers.len() < MAX_ANSWER_BUCKETS {
             self.answers.insert(b, (t, t));
+        }
+    }
+
+    /// Whether `t` falls in one of this pod's drain windows.
+    pub fn draining_at(&self, t: i64) -> bool {
+        self.drain_windows
+            .iter()
+            .any(|(from, to)| (*from..=*to).contains(&t))
+    }
+
+    /// How far this pod's clock and `other`'s may disagree: none when both report the same
+    /// `pod_ip` (one host, one clock: a local run), else the skew pods may have.
+    pub fn skew_to(&self, other: &PodStats) -> i64 {
+        match (&self.ip, &other.ip) {
+            (Some(a), Some(b)) if a == b => 0,
+            _ => sessions::CLOCK_SKEW_US,
         }
     }
 
@@ -328,6 +350,11 @@ impl Analyzer {
         }
         let p = &mut self.pods[pod as usize];
         p.records += 1;
+        if p.ip.is_none()
+            && let Some(ip) = r.pod_ip
+        {
+            p.ip = Some(Box::from(ip));
+        }
         if let Some(t) = r.time {
             p.first = Some(p.first.map_or(t, |f| f.min(t)));
             p.last = Some(p.last.map_or(t, |l| l.max(t)));
@@ -342,7 +369,13 @@ impl Analyzer {
             }
             Event::Draining => {
                 if let Some(t) = r.time {
-                    push_capped(&mut self.pods[pod as usize].drains, t);
+                    let p = &mut self.pods[pod as usize];
+                    push_capped(&mut p.drains, t);
+                    if p.drain_windows.len() < MAX_LIFECYCLE {
+                        let deadline = r.deadline_s.filter(|d| d.is_finite() && *d >= 0.0);
+                        let us = (deadline.unwrap_or(DEFAULT_DRAIN_S).min(86_400.0) * 1e6) as i64;
+                        p.drain_windows.push((t, t + us + sessions::CLOCK_SKEW_US));
+                    }
                 }
                 self.h5.draining(r, pod);
             }
@@ -436,7 +469,12 @@ impl Analyzer {
         self.sessions.fold(r, pod, aborted_poll);
         self.h3.fold(r, pod, status);
         self.h4.fold(r, pod, status, refused || status == 403);
-        self.h5.fold(r, pod, upstream_failed);
+        self.h5.fold(
+            r,
+            pod,
+            upstream_failed,
+            r.flags.has(Flags::UPSTREAM_UNREACHABLE),
+        );
         if aborted_poll {
             self.h6.poll_cut(r, pod);
         }

@@ -14,7 +14,7 @@ use super::h1::list;
 use super::parse::{Event, Flags, Rec};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
-pub const RULE: &str = "confirmed when handshakes refused Forbidden with Origin ≠ Host are at least 20 % of the handshakes that carried an Origin and come from at least 2 clients or half of those clients; isolated when fewer (a page on another site); ruled out when handshakes with an Origin succeeded and none was refused that way";
+pub const RULE: &str = "confirmed when handshakes refused Forbidden with Origin ≠ Host are at least 20 % of the handshakes that carried an Origin and come from at least 2 clients or half of those clients; isolated when fewer (a page on another site); ruled out when handshakes or other requests with an Origin succeeded and none was refused that way";
 const FIX: &str = "keep the browser's Host and Origin end to end (nginx `proxy_set_header Host $http_host`, no Origin rewrite), or list the public host in THEIA_HOSTS";
 
 const SHARE: f64 = 0.2;
@@ -37,6 +37,9 @@ pub struct H4 {
     pub mismatch_passed: u64,
     /// Handshakes with an Origin that succeeded (200 polling, 101 websocket-only).
     pub origin_ok: u64,
+    /// Any request with an Origin equal to Host that succeeded (browsers send Origin on
+    /// POSTs and websocket upgrades, not on same-origin GETs): the check passed.
+    pub matching_ok: u64,
     pub clients_with_origin: Distinct,
     pub clients_refused: Distinct,
     /// Refused origin → count.
@@ -85,7 +88,15 @@ impl H4 {
                 self.refused_other += 1;
                 self.other_examples.offer(r.time, || example(r, pod, text));
             }
-        } else if r.origin.is_some() && is_handshake(r, status) {
+        } else if r.origin.is_some()
+            && !mismatch
+            && r.transport.is_some()
+            && matches!(status, 200..=299 | 101)
+            && !r.origin.is_some_and(|o| origin_differs_strictly(o, r.host))
+        {
+            self.matching_ok += 1;
+        }
+        if !(forbidden && maybe_refused) && r.origin.is_some() && is_handshake(r, status) {
             // Theia checks Origin on handshakes only: later requests of a session say nothing.
             self.origin_ok += 1;
             self.clients_with_origin.add(client);
@@ -161,13 +172,14 @@ impl H4 {
                 RULE,
                 FIX,
             )
-        } else if self.origin_ok > 0 {
+        } else if self.origin_ok > 0 || self.matching_ok > 0 {
             let mut f = Finding::new(
                 3,
                 Verdict::RuledOut,
                 format!(
-                    "{} with an Origin succeeded; no Forbidden from an Origin/Host difference",
-                    plural(self.origin_ok, "handshake", "handshakes")
+                    "{} with an Origin succeeded ({} requests with Origin equal to Host got through); no Forbidden from an Origin/Host difference",
+                    plural(self.origin_ok, "handshake", "handshakes"),
+                    count(self.matching_ok)
                 ),
                 RULE,
                 FIX,
@@ -202,6 +214,7 @@ impl H4 {
             ("refused_port_only", self.refused_port),
             ("refused_other", self.refused_other),
             ("origin_ok", self.origin_ok),
+            ("origin_matching_ok", self.matching_ok),
             ("mismatch_passed", self.mismatch_passed),
             ("clients_with_origin", clients),
             ("clients_refused", refused_clients),

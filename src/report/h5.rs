@@ -14,7 +14,7 @@ use super::parse::Rec;
 use super::sessions::{Moved, cross_example};
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural, share_at_least};
 
-pub const RULE: &str = "failures = tunnels and requests cut by the drain deadline + sessions refused after their pod drained or restarted + sockproxy's 502 while a pod drained; confirmed when they are at least 25 % of what the drains met (tunnels and requests open at each `draining`, plus the sessions that came back after one); isolated when fewer; ruled out when pods drained and nothing failed. 502s before theia first answered after a start are a readiness finding, not this";
+pub const RULE: &str = "failures = tunnels and requests cut by the drain deadline + sessions refused after their pod drained or restarted + sockproxy's 502 to new requests while a pod drained (theia gone, traffic still sent); confirmed when they are at least 25 % of what the drains met (tunnels and requests open at each `draining`, plus the sessions that came back after one); isolated when fewer; ruled out when pods drained and nothing failed. 502s before theia first answered after a start are a readiness finding, not this";
 const FIX: &str = "let sessions end before the pod does: --drain-timeout and terminationGracePeriodSeconds above the longest session, BackendConfig `connectionDraining.drainingTimeoutSec` to match, and rely on the client's reconnect";
 
 const SHARE: f64 = 0.25;
@@ -31,8 +31,9 @@ pub struct H5 {
     pub stopped_tunnels: u64,
     pub requests_cut: u64,
     pub examples: Examples,
-    /// Exchanges sockproxy answered itself (theia unreachable): pod, time, example.
-    pub upstream_failures: Vec<(PodId, Option<i64>, Example)>,
+    /// Exchanges sockproxy answered itself: pod, time, whether theia refused the
+    /// connection (`upstream_unreachable`; else it accepted and never answered), example.
+    pub upstream_failures: Vec<(PodId, Option<i64>, bool, Example)>,
     pub upstream_failures_not_kept: u64,
 }
 
@@ -40,7 +41,10 @@ pub struct H5 {
 #[derive(Default)]
 struct Unreachable<'a> {
     starting: Vec<&'a Example>,
+    /// New requests theia refused while the pod drained (traffic still sent to it).
     draining: Vec<&'a Example>,
+    /// Requests in flight when theia exited during the drain: the drain's open requests.
+    in_flight_at_exit: u64,
     midlife: Vec<&'a Example>,
 }
 
@@ -77,7 +81,7 @@ impl H5 {
         self.examples.offer(r.time, || example(r, pod, text));
     }
 
-    pub fn fold(&mut self, r: &Rec<'_>, pod: PodId, upstream_failed: bool) {
+    pub fn fold(&mut self, r: &Rec<'_>, pod: PodId, upstream_failed: bool, refused: bool) {
         if r.outcome == super::parse::Outcome::Shutdown {
             self.requests_cut += 1;
             let text = format!("{} cut by the drain deadline", describe(r));
@@ -91,7 +95,7 @@ impl H5 {
                     r.upstream_error.unwrap_or("theia unreachable")
                 );
                 self.upstream_failures
-                    .push((pod, r.time, example(r, pod, text)));
+                    .push((pod, r.time, refused, example(r, pod, text)));
             } else {
                 self.upstream_failures_not_kept += 1;
             }
@@ -100,7 +104,7 @@ impl H5 {
 
     fn unreachable<'a>(&'a self, pods: &[PodStats]) -> Unreachable<'a> {
         let mut u = Unreachable::default();
-        for (pod, t, e) in &self.upstream_failures {
+        for (pod, t, refused, e) in &self.upstream_failures {
             let p = &pods[*pod as usize];
             let Some(t) = *t else {
                 u.midlife.push(e);
@@ -109,8 +113,10 @@ impl H5 {
             // One pod's records share one clock: no skew to allow for.
             let start = p.start_before(t).or(p.first).unwrap_or(t);
             let draining = p.drains.iter().any(|d| *d <= t && *d >= start);
-            if draining {
+            if draining && *refused {
                 u.draining.push(e);
+            } else if draining {
+                u.in_flight_at_exit += 1;
             } else if !p.answered_between(start, t - 1) {
                 u.starting.push(e);
             } else {
@@ -228,8 +234,8 @@ impl H5 {
             let pods: std::collections::BTreeSet<u32> = self
                 .upstream_failures
                 .iter()
-                .filter(|(_, _, e)| u.starting.iter().any(|s| std::ptr::eq(*s, e)))
-                .map(|(p, _, _)| *p)
+                .filter(|(_, _, _, e)| u.starting.iter().any(|s| std::ptr::eq(*s, e)))
+                .map(|(p, _, _, _)| *p)
                 .collect();
             f.details.push(format!(
                 "not draining: {} answered 502 by sockproxy after a start on {}, before theia first answered there: theia was not ready when traffic arrived (a readiness probe on theia's port, or sockproxy as a native sidecar started before theia)",
@@ -240,6 +246,12 @@ impl H5 {
                 f.examples
                     .extend(u.starting.iter().take(2).map(|e| (*e).clone()));
             }
+        }
+        if u.in_flight_at_exit > 0 {
+            f.details.push(format!(
+                "{} in flight when theia exited during a drain got sockproxy's 502 (no answer): the drain's open requests, ended by theia's shutdown; clients retry",
+                plural(u.in_flight_at_exit, "request", "requests")
+            ));
         }
         if !u.midlife.is_empty() {
             f.details.push(format!(

@@ -76,6 +76,8 @@ pub struct RawEntry<'a> {
     #[serde(borrow)]
     pod: Option<Str<'a>>,
     #[serde(borrow)]
+    pod_ip: Option<Str<'a>>,
+    #[serde(borrow)]
     id: Option<Str<'a>>,
     #[serde(borrow)]
     method: Option<Str<'a>>,
@@ -429,6 +431,7 @@ pub struct Rec<'r> {
     /// Microseconds since the Unix epoch.
     pub time: Option<i64>,
     pub pod: Option<&'r str>,
+    pub pod_ip: Option<&'r str>,
     pub id: Option<&'r str>,
     pub method: Option<&'r str>,
     pub path: Option<&'r str>,
@@ -479,6 +482,7 @@ impl<'r> Rec<'r> {
             event,
             time: raw.time.as_deref().and_then(parse_time),
             pod: raw.pod.as_deref().filter(|p| !p.is_empty()),
+            pod_ip: raw.pod_ip.as_deref().filter(|p| !p.is_empty()),
             id: raw.id.as_deref(),
             method: raw.method.as_deref(),
             path: raw.path.as_deref(),

@@ -10,7 +10,8 @@ use super::verdict::clock;
 /// Sessions remembered for the cross-pod join (the least recently used are forgotten).
 pub const MAX_SIDS: usize = 100_000;
 /// How far two pods' clocks may disagree (pods skew by up to ±2 s): lifecycle events this
-/// close to a use count as before it.
+/// close to a use count as before it. Pods reporting the same `pod_ip` share a host and a
+/// clock (a local run): no skew between them.
 pub const CLOCK_SKEW_US: i64 = 5_000_000;
 
 /// A sid issued on one pod and used on another.
@@ -205,10 +206,9 @@ impl Sessions {
     /// Sorts the moves by cause with each pod's starts, drains and last record.
     pub fn moved<'a>(&'a self, pods: &[PodStats]) -> Moved<'a> {
         // Whether one of `times` falls between `from` and `to`, give or take the skew.
-        let within = |times: &[i64], from: Option<i64>, to: Option<i64>| match (from, to) {
-            (Some(f), Some(t)) => times
-                .iter()
-                .any(|x| *x > f - CLOCK_SKEW_US && *x <= t + CLOCK_SKEW_US),
+        let within = |times: &[i64], from: Option<i64>, to: Option<i64>, skew: i64| match (from, to)
+        {
+            (Some(f), Some(t)) => times.iter().any(|x| *x > f - skew && *x <= t + skew),
             _ => false,
         };
         let mut m = Moved {
@@ -218,7 +218,10 @@ impl Sessions {
             after_cut_poll: Vec::new(),
         };
         for c in &self.crosses {
-            // The issuing pod went on serving this very session after the move: it was up.
+            let p = &pods[c.issued_pod as usize];
+            let skew = p.skew_to(&pods[c.pod as usize]);
+            // The issuing pod went on serving this very session after the move (beyond what
+            // the two pods' clocks may disagree by): it was up.
             let moved_at = self
                 .uses_on(&c.sid, c.pod)
                 .and_then(|(first, _)| first)
@@ -227,21 +230,20 @@ impl Sessions {
                 .uses_on(&c.sid, c.issued_pod)
                 .and_then(|(_, last)| last)
                 .zip(moved_at)
-                .is_some_and(|(l, t)| l > t);
+                .is_some_and(|(l, t)| l > t + skew);
             if served_after {
                 m.affinity.push(c);
                 continue;
             }
-            let p = &pods[c.issued_pod as usize];
             let restarted = match (c.issued_at, c.at) {
-                (Some(f), Some(t)) => p.starts.iter().any(|x| *x > f && *x <= t + CLOCK_SKEW_US),
+                (Some(f), Some(t)) => p.starts.iter().any(|x| *x > f && *x <= t + skew),
                 _ => false,
             };
             let gone = match (p.last, c.at) {
-                (Some(last), Some(t)) => last < t - CLOCK_SKEW_US,
+                (Some(last), Some(t)) => last < t - skew,
                 _ => false,
             };
-            if within(&p.drains, c.issued_at, c.at) || restarted || gone {
+            if within(&p.drains, c.issued_at, c.at, skew) || restarted || gone {
                 m.after_drain.push(c);
             } else {
                 m.affinity.push(c);

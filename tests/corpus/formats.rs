@@ -143,8 +143,8 @@ pub fn write(name: &str, fmt: Fmt, pods: &[&PodLog], rng: &mut Rng) -> File {
             let mut all: Vec<(T, Vec<u8>)> = Vec::new();
             for p in pods {
                 for l in &p.lines {
-                    let mut v = serde_json::to_vec(&entry(l, &p.pod, false, rng))
-                        .expect("serialisable");
+                    let mut v =
+                        serde_json::to_vec(&entry(l, &p.pod, false, rng)).expect("serialisable");
                     v.push(b'\n');
                     all.push((l.clock, v));
                 }
@@ -159,7 +159,9 @@ pub fn write(name: &str, fmt: Fmt, pods: &[&PodLog], rng: &mut Rng) -> File {
                 for l in &p.lines {
                     match fmt {
                         Fmt::Prefix | Fmt::PrefixTimestamps => {
-                            bytes.extend_from_slice(format!("[pod/{}/sockproxy] ", p.pod).as_bytes());
+                            bytes.extend_from_slice(
+                                format!("[pod/{}/sockproxy] ", p.pod).as_bytes(),
+                            );
                         }
                         _ => {}
                     }
@@ -193,13 +195,21 @@ pub fn damage(file: &mut File, pods: &[&PodLog], n: usize, rng: &mut Rng) {
     let marks: Vec<(bool, T)> = if file.fmt.cloud() {
         let mut v: Vec<(bool, T)> = pods
             .iter()
-            .flat_map(|p| p.lines.iter().map(|l| (l.expendable && !l.lifecycle, l.clock)))
+            .flat_map(|p| {
+                p.lines
+                    .iter()
+                    .map(|l| (l.expendable && !l.lifecycle, l.clock))
+            })
             .collect();
         v.sort_by_key(|(_, t)| *t);
         v
     } else {
         pods.iter()
-            .flat_map(|p| p.lines.iter().map(|l| (l.expendable && !l.lifecycle, l.clock)))
+            .flat_map(|p| {
+                p.lines
+                    .iter()
+                    .map(|l| (l.expendable && !l.lifecycle, l.clock))
+            })
             .collect()
     };
     let mut lines: Vec<Vec<u8>> = file

@@ -190,12 +190,7 @@ impl Pod {
             arrival,
             seq: self.seq,
             dur,
-            item: record.then(|| {
-                Box::new(Item {
-                    ex,
-                    tunnel: None,
-                })
-            }),
+            item: record.then(|| Box::new(Item { ex, tunnel: None })),
         });
     }
 
