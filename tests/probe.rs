@@ -14,6 +14,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::Command;
+use tokio::sync::mpsc;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sockproxy");
 
@@ -84,6 +85,8 @@ struct FrontCfg {
     sticky_cookie: bool,
     /// Cut upgraded connections this long after the request (a backend timeout, H6).
     cut_tunnels_after: Option<Duration>,
+    /// Replace Host with this (nginx's default `proxy_set_header Host $proxy_host`, H4).
+    rewrite_host: Option<String>,
 }
 
 const COOKIE_SECRET: &str = "lbsecret";
@@ -138,6 +141,10 @@ async fn relay(
         }
         if cfg.strip_upgrade && name == "connection" {
             out.push_str("Connection: close\r\n");
+            continue;
+        }
+        if let (Some(host), "host") = (&cfg.rewrite_host, name.as_str()) {
+            out.push_str(&format!("Host: {host}\r\n"));
             continue;
         }
         out.push_str(line);
@@ -367,12 +374,34 @@ async fn affinity_cookie_keeps_sessions_on_one_pod_unless_no_cookies() {
     assert!(!human.stdout.contains(COOKIE_SECRET), "{}", human.stdout);
 }
 
-/// engine.io's `abortRequest` for `allowRequest` → false, byte for byte (Node, chunked).
-async fn forbidding_upstream() -> SocketAddr {
+/// Which requests an `allow_request_upstream` lets through: Theia >= 1.73's two
+/// `allowRequest` checks (PROTOCOL-NOTES §H), one at a time.
+#[derive(Clone, Copy)]
+enum Allow {
+    /// ws-origin-validator with THEIA_HOSTS unset: no Origin, or Origin's host equal to Host.
+    SameOrigin,
+    /// browser-connection-token: only with the cookie `theia-connection-token=good`.
+    Token,
+}
+
+/// The value of header `name` in a request head (first one, any case).
+fn header_of(head: &str, name: &str) -> Option<String> {
+    head.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+    })
+}
+
+/// An engine.io handshake endpoint behind `allowRequest`: an open packet when `allow`
+/// lets the request through, else `abortRequest`'s 403 byte for byte (Node, chunked).
+/// Every request head it gets goes to the receiver.
+async fn allow_request_upstream(allow: Allow) -> (SocketAddr, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (heads, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let heads = heads.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -382,21 +411,117 @@ async fn forbidding_upstream() -> SocketAddr {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let body = r#"{"code":4,"message":"Forbidden"}"#;
-                let resp = format!(
-                    "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
-                    body.len()
-                );
+                let head = String::from_utf8_lossy(&buf).into_owned();
+                let allowed = match allow {
+                    Allow::SameOrigin => match header_of(&head, "origin") {
+                        None => true,
+                        Some(o) => {
+                            let host = o.split_once("://").map_or("", |(_, h)| h);
+                            Some(host.to_string()) == header_of(&head, "host")
+                        }
+                    },
+                    Allow::Token => header_of(&head, "cookie")
+                        .is_some_and(|c| c.split("; ").any(|p| p == "theia-connection-token=good")),
+                };
+                let _ = heads.send(head);
+                let resp = if allowed {
+                    let body = r#"0{"sid":"allowedSid1","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    let body = r#"{"code":4,"message":"Forbidden"}"#;
+                    format!(
+                        "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                        body.len()
+                    )
+                };
                 let _ = s.write_all(resp.as_bytes()).await;
             });
         }
     });
-    addr
+    (addr, rx)
+}
+
+/// A request head without its Origin line.
+fn without_origin(head: &str) -> String {
+    head.split("\r\n")
+        .filter(|l| header_of(l, "origin").is_none())
+        .collect::<Vec<_>>()
+        .join("\r\n")
 }
 
 #[tokio::test]
-async fn forbidden_handshake_is_h4() {
-    let proxy = Proxy::start(forbidding_upstream().await, |_| {}).await;
+async fn code_4_accepted_without_origin_is_the_origin_check_h4() {
+    let (theia, mut heads) = allow_request_upstream(Allow::SameOrigin).await;
+    // The browser's Origin names the public host; the front hands Theia its own address.
+    let lb = front(
+        vec![theia],
+        FrontCfg {
+            rewrite_host: Some(theia.to_string()),
+            ..FrontCfg::default()
+        },
+    )
+    .await;
+    let out = probe(&["--json", &url(lb)]).await;
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    let doc = out.json();
+    let f = &doc["failure"];
+    assert_eq!(
+        (&f["step"], &f["hypothesis"]),
+        (&"handshake".into(), &"H4".into())
+    );
+    let why = f["why"].as_str().unwrap();
+    assert!(
+        why.contains("without Origin was accepted (200)")
+            && why.contains("a hop changed Host or Origin"),
+        "{why}"
+    );
+    let s = &doc["sessions"][0];
+    assert_eq!(step_names(s), ["handshake", "no-origin"]);
+    let (refused, resent) = (&s["steps"][0], &s["steps"][1]);
+    assert_eq!(
+        (&refused["status"], &refused["sio_error"]["code"]),
+        (&403.into(), &4.into())
+    );
+    assert_eq!(
+        (&resent["ok"], &resent["status"]),
+        (&true.into(), &200.into())
+    );
+    assert!(
+        resent["request"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("again without Origin (was http://{lb})")),
+        "{resent}"
+    );
+    assert_eq!(
+        s["skipped"],
+        serde_json::json!(["post", "poll", "upgrade", "probe", "message", "close"])
+    );
+    // Ground truth: Theia got the same request twice, the second without Origin.
+    let first = within(heads.recv()).await.unwrap();
+    let second = within(heads.recv()).await.unwrap();
+    assert_eq!(header_of(&first, "origin"), Some(format!("http://{lb}")));
+    assert_eq!(header_of(&second, "origin"), None, "{second}");
+    assert_eq!(without_origin(&first), second);
+
+    let human = probe(&[&url(lb)]).await;
+    assert!(
+        human.stdout.contains("ok    no-origin 200")
+            && human
+                .stdout
+                .contains("FAIL at step handshake: H4 Origin/Host changed"),
+        "{}",
+        human.stdout
+    );
+}
+
+#[tokio::test]
+async fn code_4_whatever_the_origin_is_not_h4() {
+    let (theia, mut heads) = allow_request_upstream(Allow::Token).await;
+    let proxy = Proxy::start(theia, |_| {}).await;
     let out = probe(&[
         "--json",
         "--origin",
@@ -407,22 +532,53 @@ async fn forbidden_handshake_is_h4() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     let doc = out.json();
     assert_eq!(doc["origin"], "https://elsewhere.example");
-    assert_eq!(doc["failure"]["step"], "handshake");
-    assert_eq!(doc["failure"]["hypothesis"], "H4");
-    let hs = &doc["sessions"][0]["steps"][0];
-    assert_eq!(hs["status"], 403);
+    let f = &doc["failure"];
     assert_eq!(
-        hs["sio_error"],
-        serde_json::json!({"code": 4, "message": "Forbidden"})
+        (&f["step"], &f["hypothesis"]),
+        (&"handshake".into(), &Value::Null)
     );
+    assert_eq!(f["hypotheses"], serde_json::json!([]));
+    let why = f["why"].as_str().unwrap();
+    assert!(
+        why.contains("refused whatever the Origin") && why.contains("theia-connection-token"),
+        "{why}"
+    );
+    let s = &doc["sessions"][0];
+    assert_eq!(step_names(s), ["handshake", "no-origin"]);
+    for step in s["steps"].as_array().unwrap() {
+        assert_eq!(step["status"], 403, "{step}");
+        assert_eq!(
+            step["sio_error"],
+            serde_json::json!({"code": 4, "message": "Forbidden"})
+        );
+    }
+    assert_eq!(s["steps"][1]["ok"], false);
+    let first = within(heads.recv()).await.unwrap();
+    let second = within(heads.recv()).await.unwrap();
+    assert_eq!(
+        header_of(&first, "origin").as_deref(),
+        Some("https://elsewhere.example")
+    );
+    assert_eq!(header_of(&second, "origin"), None, "{second}");
+
     let human = probe(&[&url(proxy.addr)]).await;
     assert!(
-        human
-            .stdout
-            .contains("FAIL at step handshake: H4 Origin/Host changed"),
+        human.stdout.contains("FAIL  no-origin 403")
+            && human
+                .stdout
+                .contains("FAIL at step handshake: not one of H1-H6")
+            && human.stdout.contains("refused whatever the Origin"),
         "{}",
         human.stdout
     );
+
+    // No Origin sent at all: nothing to take away, and not the Origin check either.
+    let out = probe(&["--json", "--origin", "", &url(proxy.addr)]).await;
+    let doc = out.json();
+    assert_eq!(step_names(&doc["sessions"][0]), ["handshake"]);
+    assert_eq!(doc["failure"]["hypothesis"], Value::Null);
+    let why = doc["failure"]["why"].as_str().unwrap();
+    assert!(why.contains("no Origin was sent"), "{why}");
 }
 
 #[tokio::test]

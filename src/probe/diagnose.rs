@@ -3,6 +3,11 @@
 //! The wire signatures are those of shared/PROTOCOL-NOTES.md §B (engine.io error bodies:
 //! JSON from `abortRequest`, raw text from `abortUpgrade`, `ws`'s own refusals) and §H
 //! (which signature belongs to which hypothesis).
+//!
+//! engine.io code 4 alone does not name H4: Theia's `allowRequest` refuses for a foreign
+//! Origin *or* a missing connection-token cookie, with the same body. The session re-sends
+//! the refused request without Origin (which Theia's same-origin check lets through) and
+//! hands the outcome in as an [`OriginCheck`].
 
 use std::time::Duration;
 
@@ -30,6 +35,10 @@ pub enum StepName {
     Hold,
     /// Close handshake.
     Close,
+    /// Diagnostic, not part of a session: after an engine.io code 4, the refused request
+    /// again without Origin ([`OriginCheck`]).
+    #[serde(rename = "no-origin")]
+    NoOrigin,
 }
 
 impl StepName {
@@ -44,6 +53,7 @@ impl StepName {
             StepName::Message => "message",
             StepName::Hold => "hold",
             StepName::Close => "close",
+            StepName::NoOrigin => "no-origin",
         }
     }
 
@@ -142,6 +152,36 @@ pub enum Pods {
     Unknown,
 }
 
+/// What the probe learnt about an engine.io code 4 refusal by sending the same request
+/// again without Origin.
+///
+/// Theia >= 1.73's `allowRequest` runs two checks with one answer (403 `{"code":4,…}` on
+/// polling, raw 400 `Forbidden` on a websocket handshake; PROTOCOL-NOTES §B.3, §H): the
+/// Origin's host must equal Host (or be in THEIA_HOSTS), and the `theia-connection-token`
+/// cookie must match. A request without Origin passes the first, so whether it is still
+/// refused tells the two apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginCheck {
+    /// The Host header the probe sent.
+    pub host: String,
+    /// A `theia-connection-token` cookie went with the request.
+    pub token_cookie: bool,
+    pub resend: Resend,
+}
+
+/// The request without Origin, and what it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resend {
+    /// The refused request carried no Origin (`--origin ''`): there is nothing to take away.
+    NoOrigin,
+    /// Accepted without `origin` (the refused request's Origin), with `status`.
+    Accepted { origin: String, status: u16 },
+    /// Refused with engine.io code 4 again.
+    Refused { origin: String, status: u16 },
+    /// Anything else (another status, a timeout): `what` happened, nothing learnt.
+    Unclear { origin: String, what: String },
+}
+
 /// The hypotheses a failure points at (most likely first; empty when it is none of
 /// H1–H6) and why, in one sentence with the observed values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -167,8 +207,15 @@ const WS_HEADER_REFUSALS: [&str; 3] = [
     "Missing or invalid Sec-WebSocket-Version header",
 ];
 
-/// Names the hypothesis behind `failure` at `step`.
-pub fn diagnose(step: StepName, failure: &Failure, pods: &Pods, eio: u8) -> Verdict {
+/// Names the hypothesis behind `failure` at `step`; `origin` is what the re-send without
+/// Origin found, when the failure was an engine.io code 4 and it was made.
+pub fn diagnose(
+    step: StepName,
+    failure: &Failure,
+    pods: &Pods,
+    eio: u8,
+    origin: Option<&OriginCheck>,
+) -> Verdict {
     use Hypothesis::*;
     match failure {
         Failure::Connect(e) => Verdict::new(&[], e.clone()),
@@ -227,11 +274,87 @@ pub fn diagnose(step: StepName, failure: &Failure, pods: &Pods, eio: u8) -> Verd
         ),
         Failure::Status {
             status,
+            error: Some(e),
+            ..
+        } if e.code == Some(CODE_FORBIDDEN) => forbidden_verdict(*status, e, origin),
+        Failure::Status {
+            status,
             error,
             json,
             empty,
         } => status_verdict(step, *status, error.as_ref(), *json, *empty, pods, eio),
     }
+}
+
+/// engine.io code 4: H4 only when the request was accepted without its Origin.
+fn forbidden_verdict(status: u16, error: &SioError, check: Option<&OriginCheck>) -> Verdict {
+    use Hypothesis::*;
+    let refused = format!("{status} code 4 {:?}", error.message);
+    let Some(check) = check else {
+        return Verdict::new(
+            &[H4],
+            format!(
+                "{refused}: engine.io's allowRequest refused the handshake; Theia >= 1.73 refuses when Origin's host differs from Host, or when the connection-token cookie is wrong (not told apart: no request without Origin was made)"
+            ),
+        );
+    };
+    let host = &check.host;
+    let other_check = || {
+        let token = if check.token_cookie {
+            "a theia-connection-token cookie was sent: is it this server's?"
+        } else {
+            "none was sent; pass the browser's: -H 'Cookie: theia-connection-token=…'"
+        };
+        format!(
+            "not the Origin check but another one: Theia's connection token cookie ({token}), an auth proxy, or the server's allowRequest (only a hop that sets Origin on every request would make the Origin check look like this; sockproxy's records show the Origin Theia got)"
+        )
+    };
+    match &check.resend {
+        Resend::Accepted { origin, status: s } => {
+            let what = if origin_host(origin).eq_ignore_ascii_case(host) {
+                format!(
+                    "the probe's Origin matched the Host it sent ({host}), so a hop changed Host or Origin on the way, or the server's THEIA_HOSTS does not list {host}"
+                )
+            } else {
+                format!(
+                    "the Origin sent (--origin) is for {}, not the Host sent ({host}); a page on {host} sends its own origin: drop --origin to see what a browser gets",
+                    origin_host(origin)
+                )
+            };
+            Verdict::new(
+                &[H4],
+                format!(
+                    "{refused} with Origin {origin}, but the same request without Origin was accepted ({s}): the server's same-origin check refused it; {what}"
+                ),
+            )
+        }
+        Resend::Refused { origin, status: s } => Verdict::new(
+            &[],
+            format!(
+                "{refused}, refused whatever the Origin: with Origin {origin} and again without ({s} code 4), which Theia's same-origin check lets through: {}",
+                other_check()
+            ),
+        ),
+        Resend::NoOrigin => Verdict::new(
+            &[],
+            format!(
+                "{refused} though no Origin was sent (--origin ''), which Theia's same-origin check lets through: {}",
+                other_check()
+            ),
+        ),
+        Resend::Unclear { origin, what } => Verdict::new(
+            &[H4],
+            format!(
+                "{refused} with Origin {origin}: engine.io's allowRequest refused it, for Origin vs Host (Theia >= 1.73) or the connection-token cookie; the same request without Origin, to tell which, got {what}"
+            ),
+        ),
+    }
+}
+
+/// `host[:port]` of an Origin (`scheme://host[:port]`), as Theia compares it with Host.
+fn origin_host(origin: &str) -> &str {
+    let rest = origin.split_once("://").map_or(origin, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 fn status_verdict(
@@ -269,14 +392,6 @@ fn status_verdict(
                 ),
             ),
         };
-    }
-    if code == Some(CODE_FORBIDDEN) {
-        return Verdict::new(
-            &[H4],
-            format!(
-                "{status} code 4 {quoted}: engine.io's allowRequest refused the handshake; Theia >= 1.73 refuses when Origin's host differs from Host (or the connection-token cookie is wrong)"
-            ),
-        );
     }
     if step == StepName::Upgrade {
         if code == Some(3) && json {
@@ -571,7 +686,7 @@ mod tests {
             ),
         ];
         for (step, failure, pods, want, word) in cases {
-            let v = diagnose(step, &failure, &pods, 4);
+            let v = diagnose(step, &failure, &pods, 4, None);
             assert_eq!(v.hypotheses, want, "{step:?} {failure:?}: {}", v.why);
             assert!(
                 v.why.contains(word),
@@ -579,6 +694,127 @@ mod tests {
                 v.why
             );
         }
+    }
+
+    #[test]
+    fn code_4_is_h4_only_when_accepted_without_origin() {
+        let o = || "https://ide.example.com".to_string();
+        let check = |token_cookie, resend| OriginCheck {
+            host: "ide.example.com".into(),
+            token_cookie,
+            resend,
+        };
+        let accepted = |origin: &str| Resend::Accepted {
+            origin: origin.into(),
+            status: 200,
+        };
+        let refused = Resend::Refused {
+            origin: o(),
+            status: 403,
+        };
+        let polling = status(403, r#"{"code":4,"message":"Forbidden"}"#);
+        let ws = status(400, "Forbidden");
+        // (failure, what the re-send without Origin found, hypotheses, words the why holds)
+        type Case<'a> = (
+            &'a Failure,
+            Option<OriginCheck>,
+            &'a [Hypothesis],
+            &'a [&'a str],
+        );
+        let cases: Vec<Case> = vec![
+            (&polling, None, &[H4], &["allowRequest", "not told apart"]),
+            (
+                &polling,
+                Some(check(false, accepted("https://ide.example.com"))),
+                &[H4],
+                &[
+                    "without Origin was accepted (200)",
+                    "a hop changed Host or Origin",
+                ],
+            ),
+            (
+                &polling,
+                Some(check(false, accepted("HTTPS://IDE.example.com/"))),
+                &[H4],
+                &["matched the Host"],
+            ),
+            (
+                &polling,
+                Some(check(false, accepted("https://elsewhere.example:8443"))),
+                &[H4],
+                &["is for elsewhere.example:8443", "drop --origin"],
+            ),
+            (
+                &ws,
+                Some(check(false, accepted("https://ide.example.com"))),
+                &[H4],
+                &["400 code 4 \"Forbidden\"", "same-origin check refused it"],
+            ),
+            (
+                &polling,
+                Some(check(false, refused.clone())),
+                &[],
+                &[
+                    "refused whatever the Origin",
+                    "not the Origin check",
+                    "none was sent",
+                    "an auth proxy",
+                ],
+            ),
+            (
+                &ws,
+                Some(check(true, refused)),
+                &[],
+                &["refused whatever the Origin", "cookie was sent"],
+            ),
+            (
+                &polling,
+                Some(check(false, Resend::NoOrigin)),
+                &[],
+                &["no Origin was sent (--origin '')", "connection token"],
+            ),
+            (
+                &polling,
+                Some(check(
+                    false,
+                    Resend::Unclear {
+                        origin: o(),
+                        what: "no answer within 2 s".into(),
+                    },
+                )),
+                &[H4],
+                &["to tell which, got no answer within 2 s"],
+            ),
+        ];
+        for (failure, origin, want, words) in cases {
+            let v = diagnose(
+                StepName::Handshake,
+                failure,
+                &Pods::Unknown,
+                4,
+                origin.as_ref(),
+            );
+            assert_eq!(v.hypotheses, want, "{origin:?}: {}", v.why);
+            for word in words {
+                assert!(
+                    v.why.contains(word),
+                    "{origin:?}: {:?} lacks {word:?}",
+                    v.why
+                );
+            }
+        }
+        // Only code 4 looks at the check.
+        let check = check(false, Resend::NoOrigin);
+        let v = diagnose(
+            StepName::Handshake,
+            &status(502, ""),
+            &Pods::Unknown,
+            4,
+            Some(&check),
+        );
+        assert_eq!(v.hypotheses, [H3, H5]);
+        assert_eq!(origin_host("http://127.0.0.1:81"), "127.0.0.1:81");
+        assert_eq!(origin_host("null"), "null");
     }
 
     #[test]
@@ -592,5 +828,9 @@ mod tests {
             "\"upgrade\""
         );
         assert!(StepName::Hold.is_websocket() && !StepName::Poll.is_websocket());
+        assert_eq!(
+            serde_json::to_string(&StepName::NoOrigin).unwrap(),
+            format!("\"{}\"", StepName::NoOrigin.as_str())
+        );
     }
 }

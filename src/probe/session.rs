@@ -4,7 +4,9 @@
 //! Order (engine.io-client `_probe`, PROTOCOL-NOTES §A.4–A.5): polling handshake, POST
 //! and GET on the sid, websocket upgrade on the same sid, `2probe` → `3probe`, `5`, one
 //! message round trip, optionally `--hold`, close. The first failing step ends the
-//! session; the ones after it are listed as skipped.
+//! session; the ones after it are listed as skipped. A step refused with engine.io code 4
+//! is followed by one diagnostic `no-origin` step: the same request without Origin, to
+//! tell Theia's Origin check from its other checks.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -21,13 +23,13 @@ use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use super::diagnose::{Failure, Hypothesis, Pods, StepName, diagnose};
+use super::diagnose::{Failure, Hypothesis, OriginCheck, Pods, Resend, StepName, diagnose};
 use super::net::{Answer, Connector, exchange};
 use super::packets;
 use super::steps::{FailureReport, Seen, Session, Step};
 use super::target::{Eio, Target};
 use super::websocket::{Ws, WsEnd, hold_open, next_text, send};
-use crate::sio::{SioError, decode_error, open_packet_sid};
+use crate::sio::{CODE_FORBIDDEN, SioError, decode_error, open_packet_sid};
 
 /// The namespace the websocket round trip connects to: any socket.io server answers a
 /// namespace connect, with `40…` (accepted) or `44…` ("Invalid namespace").
@@ -36,6 +38,9 @@ pub const PROBE_NAMESPACE: &str = "/sockproxy-probe";
 /// (a poll may return only a noop or a ping first).
 const POLLS: usize = 3;
 const USER_AGENT: &str = concat!("sockproxy-probe/", env!("CARGO_PKG_VERSION"));
+/// Theia's connection token cookie (browser-connection-token.ts), checked by the same
+/// `allowRequest` as Origin.
+const THEIA_TOKEN_COOKIE: &str = "theia-connection-token";
 
 /// How to probe: everything the command line decided.
 pub struct Options {
@@ -114,6 +119,7 @@ pub async fn run(opts: &Options, jar: &mut Jar, index: usize) -> Session {
         issued_by: None,
         upgrade_pod: None,
         failure: None,
+        last: None,
     };
     r.all().await;
     let mut pods: Vec<String> = Vec::new();
@@ -153,6 +159,17 @@ struct Run<'a> {
     issued_by: Option<String>,
     upgrade_pod: Option<String>,
     failure: Option<FailureReport>,
+    /// The last request sent, kept to send it again without Origin after a code 4.
+    last: Option<Sent>,
+}
+
+/// A request as it went out.
+#[derive(Clone)]
+struct Sent {
+    method: Method,
+    target: String,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 /// A step's outcome before it is recorded: detail on success, the failure otherwise.
@@ -196,6 +213,7 @@ impl Run<'_> {
             cookies,
             outcome,
         )
+        .await
     }
 
     fn read_open(&mut self, a: &Answer) -> Outcome {
@@ -250,6 +268,7 @@ impl Run<'_> {
         };
         let request = format!("POST {target} body {body:?}");
         self.record_http(StepName::Post, request, started, &result, cookies, outcome)
+            .await
             .is_some()
     }
 
@@ -285,6 +304,7 @@ impl Run<'_> {
             };
             return self
                 .record_http(StepName::Poll, request, started, &result, cookies, outcome)
+                .await
                 .is_some();
         }
     }
@@ -342,7 +362,8 @@ impl Run<'_> {
             &result,
             cookies,
             outcome,
-        )?;
+        )
+        .await?;
         let io = TokioIo::new(upgraded?);
         Some(WebSocketStream::from_raw_socket(io, Role::Client, None).await)
     }
@@ -508,7 +529,7 @@ impl Run<'_> {
             detail: None,
         };
         let pods = self.pods(self.upgrade_pod.as_deref());
-        self.finish(step, outcome, pods).is_some()
+        self.finish(step, outcome, pods, None).is_some()
     }
 
     // --- recording ---------------------------------------------------------------------
@@ -524,7 +545,8 @@ impl Run<'_> {
         }
     }
 
-    fn record_http(
+    /// Records an HTTP step; a code 4 refusal first gets its `no-origin` re-send.
+    async fn record_http(
         &mut self,
         name: StepName,
         request: String,
@@ -559,10 +581,108 @@ impl Run<'_> {
             sio_error,
             detail: None,
         };
-        self.finish(step, outcome, pods)
+        let forbidden = step.sio_error.as_ref().and_then(|e| e.code) == Some(CODE_FORBIDDEN);
+        if !forbidden {
+            return self.finish(step, outcome, pods, None);
+        }
+        let cookies = step.cookies_sent.clone();
+        let (check, resent) = self.origin_check(cookies).await;
+        let done = self.finish(step, outcome, pods, Some(&check));
+        self.steps.extend(resent);
+        done
     }
 
-    fn finish(&mut self, mut step: Step, outcome: Outcome, pods: Pods) -> Option<()> {
+    /// Sends the last request again, the same but for Origin, which it leaves out: a
+    /// request without Origin passes Theia's same-origin check, so only its other checks
+    /// can refuse it. Bounded by `--timeout` like every step; returns the step to show
+    /// (`None` when the refused request had no Origin, so there was nothing to re-send).
+    async fn origin_check(&mut self, cookies_sent: Vec<String>) -> (OriginCheck, Option<Step>) {
+        let sent = self
+            .last
+            .clone()
+            .expect("an HTTP status answers a request that was sent");
+        let text = |n: HeaderName| {
+            sent.headers
+                .get(n)
+                .map(|v| crate::capture::text(v.as_bytes()))
+        };
+        let host = text(header::HOST).unwrap_or_default();
+        let token_cookie = sent
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .any(|v| has_cookie(&crate::capture::text(v.as_bytes()), THEIA_TOKEN_COOKIE));
+        let check = |resend| OriginCheck {
+            host: host.clone(),
+            token_cookie,
+            resend,
+        };
+        let Some(origin) = text(header::ORIGIN) else {
+            return (check(Resend::NoOrigin), None);
+        };
+        let mut headers = sent.headers.clone();
+        headers.remove(header::ORIGIN);
+        // A websocket handshake gets a fresh key, as every handshake must (RFC 6455
+        // §4.1); no server check looks at it.
+        let ws_key = headers.contains_key(header::SEC_WEBSOCKET_KEY).then(|| {
+            let key = generate_key();
+            headers.insert(
+                header::SEC_WEBSOCKET_KEY,
+                HeaderValue::from_str(&key).expect("a websocket key is base64"),
+            );
+            key
+        });
+        let started = Instant::now();
+        let req = Request::builder()
+            .method(sent.method.clone())
+            .uri(sent.target.as_str())
+            .body(Full::new(sent.body.clone()));
+        let result = match req {
+            Ok(mut req) => {
+                *req.headers_mut() = headers;
+                self.exchange_within(req).await
+            }
+            Err(e) => Err(Failure::Unexpected(format!(
+                "cannot build the request: {e}"
+            ))),
+        };
+        let accepted = if ws_key.is_some() { 101 } else { 200 };
+        let (resend, detail) = judge_resend(&result, accepted, &origin);
+        let (status, seen, sio_error) = match &result {
+            Ok(a) => (
+                Some(a.status),
+                Seen::of(&a.headers),
+                (a.status != accepted)
+                    .then(|| decode_error(&a.body))
+                    .filter(|e| !e.message.is_empty()),
+            ),
+            Err(_) => (None, Seen::default(), None),
+        };
+        let step = Step {
+            step: StepName::NoOrigin,
+            ok: matches!(resend, Resend::Accepted { .. }),
+            request: format!(
+                "{} {} again without Origin (was {origin}): is it the Origin check?",
+                sent.method, sent.target
+            ),
+            status,
+            ms: millis(started.elapsed()),
+            pod: seen.x_pod_name.clone(),
+            headers: seen,
+            cookies_sent,
+            sio_error,
+            detail: Some(detail),
+        };
+        (check(resend), Some(step))
+    }
+
+    fn finish(
+        &mut self,
+        mut step: Step,
+        outcome: Outcome,
+        pods: Pods,
+        origin: Option<&OriginCheck>,
+    ) -> Option<()> {
         match outcome {
             Ok(detail) => {
                 step.detail = Some(detail);
@@ -570,7 +690,7 @@ impl Run<'_> {
                 Some(())
             }
             Err(failure) => {
-                let verdict = diagnose(step.step, &failure, &pods, self.opts.eio.number());
+                let verdict = diagnose(step.step, &failure, &pods, self.opts.eio.number(), origin);
                 step.detail = Some(failure_text(&failure));
                 let first = verdict.hypotheses.first().copied();
                 self.failure = Some(FailureReport {
@@ -596,10 +716,23 @@ impl Run<'_> {
         ws_key: Option<&str>,
     ) -> (Instant, Result<Answer, Failure>, Vec<String>) {
         let started = Instant::now();
+        let sent_body = Bytes::from(body.clone().unwrap_or_default());
         let (req, cookies) = match self.request(method, target, body, ws_key) {
             Ok(r) => r,
             Err(e) => return (started, Err(Failure::Unexpected(e)), Vec::new()),
         };
+        self.last = Some(Sent {
+            method: req.method().clone(),
+            target: target.to_string(),
+            headers: req.headers().clone(),
+            body: sent_body,
+        });
+        let result = self.exchange_within(req).await;
+        (started, result, cookies)
+    }
+
+    /// One exchange on a fresh connection within `--timeout`; keeps the cookies set.
+    async fn exchange_within(&mut self, req: Request<Full<Bytes>>) -> Result<Answer, Failure> {
         let opts = self.opts;
         let result = tokio::time::timeout(opts.timeout, async {
             let io = opts.connector.connect().await?;
@@ -610,7 +743,7 @@ impl Run<'_> {
         if let Ok(a) = &result {
             self.jar.store(&a.headers);
         }
-        (started, result, cookies)
+        result
     }
 
     fn request(
@@ -756,6 +889,57 @@ fn failure_text(f: &Failure) -> String {
     }
 }
 
+/// What the re-send without Origin shows, and the step's detail line: `accepted` (200 for
+/// polling, 101 for a websocket handshake) means the Origin check was the refusal.
+fn judge_resend(result: &Result<Answer, Failure>, accepted: u16, origin: &str) -> (Resend, String) {
+    let origin = origin.to_string();
+    let a = match result {
+        Ok(a) => a,
+        Err(f) => {
+            let what = failure_text(f);
+            let detail = format!("{what}: neither accepted nor refused, so no conclusion");
+            return (Resend::Unclear { origin, what }, detail);
+        }
+    };
+    if a.status == accepted {
+        // A polling handshake opened a session: it is left to expire (pingTimeout).
+        let sid = open_packet_sid(&a.body)
+            .map(|sid| format!(" (sid {sid}, left to expire)"))
+            .unwrap_or_default();
+        let detail = format!("accepted without Origin{sid}: the Origin check refused the request");
+        let status = a.status;
+        return (Resend::Accepted { origin, status }, detail);
+    }
+    let failure = status_failure(a);
+    let what = failure_text(&failure);
+    match failure {
+        Failure::Status {
+            error:
+                Some(SioError {
+                    code: Some(CODE_FORBIDDEN),
+                    ..
+                }),
+            status,
+            ..
+        } => {
+            let detail = format!("{what}: refused again without Origin, so not the Origin check");
+            (Resend::Refused { origin, status }, detail)
+        }
+        _ => {
+            let detail =
+                format!("{what}: neither accepted nor refused with code 4, so no conclusion");
+            (Resend::Unclear { origin, what }, detail)
+        }
+    }
+}
+
+/// Whether a Cookie header value holds a cookie called `name`.
+fn has_cookie(cookie: &str, name: &str) -> bool {
+    cookie
+        .split(';')
+        .any(|pair| pair.split('=').next().is_some_and(|n| n.trim() == name))
+}
+
 fn pod_of(h: &HeaderMap) -> Option<String> {
     h.get("x-pod-name")
         .map(|v| crate::capture::text(v.as_bytes()))
@@ -831,6 +1015,71 @@ mod tests {
             "{:?}",
             seen.set_cookie
         );
+    }
+
+    #[test]
+    fn resend_without_origin_is_judged_by_its_answer() {
+        let answer = |status, body: &str| {
+            Ok(Answer {
+                status,
+                headers: HeaderMap::new(),
+                body: Bytes::from(body.to_string()),
+                upgraded: None,
+            })
+        };
+        let open = r#"0{"sid":"s1","upgrades":["websocket"]}"#;
+        let forbidden = r#"{"code":4,"message":"Forbidden"}"#;
+        // (answer, status meaning accepted, outcome kind, a word of the detail)
+        let cases = [
+            (answer(200, open), 200, "accepted", "sid s1, left to expire"),
+            (answer(101, ""), 101, "accepted", "the Origin check refused"),
+            (
+                answer(403, forbidden),
+                200,
+                "refused",
+                "not the Origin check",
+            ),
+            (
+                answer(400, "Forbidden"),
+                101,
+                "refused",
+                "engine.io error 4",
+            ),
+            (
+                answer(403, "<html>IAP</html>"),
+                200,
+                "unclear",
+                "no conclusion",
+            ),
+            (answer(200, open), 101, "unclear", "200"),
+            (answer(502, ""), 200, "unclear", "502, empty body"),
+            (
+                Err(Failure::Timeout(Duration::from_secs(3))),
+                200,
+                "unclear",
+                "no answer within 3 s",
+            ),
+        ];
+        for (result, accepted, kind, word) in cases {
+            let (resend, detail) = judge_resend(&result, accepted, "https://h");
+            let got = match resend {
+                Resend::Accepted { .. } => "accepted",
+                Resend::Refused { .. } => "refused",
+                Resend::Unclear { .. } => "unclear",
+                Resend::NoOrigin => "no origin",
+            };
+            assert_eq!(got, kind, "{detail}");
+            assert!(detail.contains(word), "{detail:?} lacks {word:?}");
+        }
+        for (cookie, has) in [
+            ("theia-connection-token=t", true),
+            ("a=1;  theia-connection-token=t; b=2", true),
+            ("a=theia-connection-token", false),
+            ("my-theia-connection-token=t", false),
+            ("", false),
+        ] {
+            assert_eq!(has_cookie(cookie, THEIA_TOKEN_COOKIE), has, "{cookie}");
+        }
     }
 
     #[test]

@@ -116,19 +116,33 @@ describe('sockproxy probe through the chain', { timeout: 90000 }, () => {
     x.equal(r.json.sessions[0].steps[0].status, 502, 'the front answered 502');
   });
 
-  it('H4 fronts (Origin or Host rewritten): exit 1 at the handshake, 403 code 4, H4; the backend got the rewritten header', async () => {
+  it('H4 fronts (Origin or Host rewritten): exit 1 at the handshake, 403 code 4, then the same request without Origin; H4 only when that one is accepted', async () => {
+    const runs = {};
     for (const [name, header, value] of [['h4origin', 'origin', 'http://k8s-ingress.internal'], ['h4host', 'host', 'coditect-combined-service']]) {
       const r = await probe(fronts[name], '--json');
+      runs[name] = r.json;
       x.equal(r.code, 1, `${name}: exit code`, r.stdout);
-      x.equal([r.json.failure.step, r.json.failure.hypothesis], ['handshake', 'H4'], `${name}: failing step and hypothesis`);
-      const hs = r.json.sessions[0].steps[0];
-      x.equal([hs.status, hs.sio_error], [403, { code: 4, message: 'Forbidden' }], `${name}: 403 and the decoded engine.io error`);
+      const steps = r.json.sessions[0].steps;
+      x.equal(steps.map((s) => s.step), ['handshake', 'no-origin'], `${name}: the refused handshake, then the same request without Origin`);
+      x.equal([steps[0].status, steps[0].sio_error], [403, { code: 4, message: 'Forbidden' }], `${name}: 403 and the decoded engine.io error`);
       const seen = pod.backend.requests.where((e) => e.response && e.response.status === 403 && headerOf(e, header) === value);
       x.ok(seen.length >= 1, `${name}: ground truth: the backend got ${header}: ${value} and answered 403`, seen.length);
     }
-    const human = await probe(fronts.h4origin);
+    // Host rewritten: without Origin the request passes, so it was the Origin check.
+    const byHost = runs.h4host;
+    x.equal([byHost.failure.step, byHost.failure.hypothesis, byHost.sessions[0].steps[1].status], ['handshake', 'H4', 200], 'h4host: accepted without Origin: H4');
+    const passed = pod.backend.requests.where((e) => e.response && e.response.status === 200 && headerOf(e, 'host') === 'coditect-combined-service' && headerOf(e, 'origin') === null);
+    x.ok(passed.length >= 1, 'h4host: ground truth: the backend got the request without Origin and answered 200', passed.length);
+    // Origin set by the front on every request, the probe's request without Origin included: from outside
+    // that is a refusal whatever the Origin, so no H4, and the why names a hop that sets Origin as the exception.
+    const byOrigin = runs.h4origin;
+    x.equal([byOrigin.failure.step, byOrigin.failure.hypothesis, byOrigin.sessions[0].steps[1].status], ['handshake', null, 403], 'h4origin: refused without Origin too: not named H4');
+    x.ok(/refused whatever the Origin/.test(byOrigin.failure.why) && /a hop that sets Origin on every request/.test(byOrigin.failure.why), 'h4origin: the why says so and names the exception', byOrigin.failure.why);
+    const injected = pod.backend.requests.where((e) => e.response && e.response.status === 403 && headerOf(e, 'origin') === 'http://k8s-ingress.internal');
+    x.ok(injected.length >= 2, 'h4origin: ground truth: both requests reached the backend with the front\'s Origin', injected.length);
+    const human = await probe(fronts.h4host);
     fs.writeFileSync(sc.file('h4-human.txt'), human.stdout);
-    x.ok(/^FAIL at step handshake: H4 /m.test(human.stdout), 'human report names the step and H4', human.stdout);
+    x.ok(/^FAIL at step handshake: H4 /m.test(human.stdout) && /^ {2}ok {4}no-origin 200 /m.test(human.stdout), 'human report names the step, the request without Origin and H4', human.stdout);
   });
 
   it('H6 front (2 s timeout): --hold 6 is cut about 2 s after the upgrade, exit 1 at the hold step, H6', async () => {
