@@ -25,7 +25,7 @@ async fn in_flight_long_poll_finishes_during_drain() {
     assert_eq!(draining["open_requests"], 1);
     assert_eq!(draining["deadline_s"], 600.0);
     // New connections are no longer accepted.
-    assert!(TcpStream::connect(proxy.addr).await.is_err());
+    assert!(within(TcpStream::connect(proxy.addr)).await.is_err());
 
     conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n6")
         .await

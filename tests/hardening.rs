@@ -431,7 +431,7 @@ async fn slow_heads_are_cut_and_idle_keep_alive_closes_quietly() {
 async fn at_max_connections_accepting_pauses_until_one_closes() {
     let engine = engine_upstream().await;
     let mut proxy = Proxy::start(engine, |c| c.max_connections = 2).await;
-    let a = TcpStream::connect(proxy.addr).await.unwrap();
+    let a = within(TcpStream::connect(proxy.addr)).await.unwrap();
     let mut b = send_raw(proxy.addr, b"GET /healthz-b HTTP/1.1\r\nHost: h\r\n\r\n").await;
     read_head(&mut b, &mut Vec::new()).await; // b is being served: two slots taken
     let r = proxy.next_event("connection_limit").await;
