@@ -5,7 +5,6 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use support::*;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -43,11 +42,9 @@ async fn metrics_count_what_happened() {
     read_to_end(&mut c).await;
     let mut c = send_raw(proxy.addr, b"GET /socket.io/?EIO=4&transport=websocket&sid=stale HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
     read_to_end(&mut c).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let (mut ws, _) = ws_connect(proxy.addr, "/socket.io/?EIO=4&transport=websocket").await;
     within(ws.next()).await.unwrap().unwrap(); // the open packet
-    ws.send(Message::text("2probe")).await.unwrap();
+    within(ws.send(Message::text("2probe"))).await.unwrap();
     within(ws.next()).await.unwrap().unwrap();
     proxy.next_event("upgrade").await;
     let open = scrape(proxy.admin).await;
@@ -56,8 +53,8 @@ async fn metrics_count_what_happened() {
         open["sockproxy_tunnel_bytes_total{direction=client_to_upstream}"] > 0.0,
         "counted while flowing"
     );
-    ws.close(None).await.unwrap();
-    while ws.next().await.is_some() {}
+    within(ws.close(None)).await.unwrap();
+    ws_until_end(&mut ws).await;
     drop(ws);
     proxy.next_event("tunnel_closed").await;
 

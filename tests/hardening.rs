@@ -5,7 +5,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use support::*;
@@ -374,16 +374,21 @@ async fn a_uri_over_64_kib_is_414_and_recorded_as_such() {
 
 #[tokio::test]
 async fn slow_heads_are_cut_and_idle_keep_alive_closes_quietly() {
+    let timeout = Duration::from_millis(300);
     let mut up = RawUpstream::start().await;
-    let mut proxy = Proxy::start(up.addr, |c| {
-        c.header_timeout = Some(Duration::from_millis(300))
-    })
-    .await;
-    // Slowloris: half a head, then nothing.
+    let mut proxy = Proxy::start(up.addr, |c| c.header_timeout = Some(timeout)).await;
+    // Slowloris: half a head, then nothing. The clock starts once the proxy reads the
+    // head, after `started`: the cut must not come before the timeout.
+    let started = Instant::now();
     let mut slow = send_raw(proxy.addr, b"GET /socket.io/ HTTP/1.1\r\nHost: h\r\n").await;
     assert!(
         read_to_end(&mut slow).await.is_empty(),
         "closed without an answer"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= timeout && took < timeout + slacken(Duration::from_secs(2)),
+        "slow head cut after {took:?}"
     );
     let r = proxy.next_event("client_error").await;
     assert_eq!(r["error_kind"], "header_timeout");
@@ -395,10 +400,17 @@ async fn slow_heads_are_cut_and_idle_keep_alive_closes_quietly() {
     .await;
     let mut conn = up.accept().await;
     read_head(&mut conn, &mut Vec::new()).await;
+    // The wait for the next head starts once this answer has gone out, after `answered`.
+    let answered = Instant::now();
     answer_ok(&mut conn).await;
     let mut rest = Vec::new();
     read_head(&mut c, &mut rest).await;
     let _ = within(c.read_to_end(&mut rest)).await; // EOF: sockproxy closed it
+    let idle = answered.elapsed();
+    assert!(
+        idle >= timeout && idle < timeout + slacken(Duration::from_secs(2)),
+        "idle keep-alive closed after {idle:?}"
+    );
     let m = scrape(proxy.admin).await;
     assert_eq!(
         m.get("sockproxy_client_errors_total{kind=idle_timeout}"),
@@ -419,7 +431,7 @@ async fn slow_heads_are_cut_and_idle_keep_alive_closes_quietly() {
 async fn at_max_connections_accepting_pauses_until_one_closes() {
     let engine = engine_upstream().await;
     let mut proxy = Proxy::start(engine, |c| c.max_connections = 2).await;
-    let a = TcpStream::connect(proxy.addr).await.unwrap();
+    let a = within(TcpStream::connect(proxy.addr)).await.unwrap();
     let mut b = send_raw(proxy.addr, b"GET /healthz-b HTTP/1.1\r\nHost: h\r\n\r\n").await;
     read_head(&mut b, &mut Vec::new()).await; // b is being served: two slots taken
     let r = proxy.next_event("connection_limit").await;
@@ -451,29 +463,36 @@ async fn at_max_connections_accepting_pauses_until_one_closes() {
 
 #[tokio::test]
 async fn quiet_tunnels_close_at_the_idle_timeout() {
+    let timeout = Duration::from_millis(300);
     let mut up = RawUpstream::start().await;
-    let mut proxy = Proxy::start(up.addr, |c| {
-        c.tunnel_idle_timeout = Some(Duration::from_millis(300))
-    })
-    .await;
+    let mut proxy = Proxy::start(up.addr, |c| c.tunnel_idle_timeout = Some(timeout)).await;
+    // Traffic first, then silence. The client's first bytes go with the upgrade request,
+    // so they cross the tunnel as it opens (no race with the timeout) and count as
+    // traffic: what closes it is the silence after them.
+    let started = Instant::now();
     let mut c = send_raw(
         proxy.addr,
-        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nping",
     )
     .await;
     let mut conn = up.accept().await;
-    read_head(&mut conn, &mut Vec::new()).await;
+    let mut got = Vec::new();
+    read_head(&mut conn, &mut got).await;
     conn.write_all(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     )
     .await
     .unwrap();
     read_head(&mut c, &mut Vec::new()).await;
-    // Traffic first (it must not count as idle), then silence.
-    c.write_all(b"ping").await.unwrap();
-    let mut got = Vec::new();
     read_at_least(&mut conn, &mut got, 4).await;
+    assert_eq!(got, b"ping");
     assert!(read_to_end(&mut c).await.is_empty());
+    // The tunnel (and its idle clock) starts after `started`: not closed before the timeout.
+    let took = started.elapsed();
+    assert!(
+        took >= timeout && took < timeout + slacken(Duration::from_secs(2)),
+        "quiet tunnel closed after {took:?}"
+    );
     assert!(read_to_end(&mut conn).await.is_empty());
     let r = proxy.next_event("tunnel_closed").await;
     assert_eq!(r["closed_by"], "idle_timeout");
@@ -489,7 +508,11 @@ async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
     let addr = listener.local_addr().unwrap();
     let mut held = Vec::new();
     for _ in 0..8 {
-        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+        // A connect that the queue takes completes at once; one that has not within this
+        // time is taken to hang (a slow but successful connect would leave room, so the
+        // margin is on the load side, hence the slack).
+        let hangs_after = slacken(Duration::from_millis(300));
+        match tokio::time::timeout(hangs_after, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => held.push(s),
             _ => break,
         }
@@ -501,13 +524,17 @@ async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
 #[tokio::test]
 async fn upstream_connect_timeout_is_a_504_with_a_record() {
     let (addr, _held) = full_backlog().await;
-    let mut proxy = Proxy::start(addr, |c| c.connect_timeout = Duration::from_millis(300)).await;
+    let timeout = Duration::from_millis(300);
+    let mut proxy = Proxy::start(addr, |c| c.connect_timeout = timeout).await;
+    let started = Instant::now();
     let mut c = send_raw(
         proxy.addr,
         format!("GET {POLL} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
     )
     .await;
     assert!(response_head(&mut c).await.starts_with("HTTP/1.1 504"));
+    let took = started.elapsed();
+    assert!(took >= timeout, "gave up on the connect after {took:?}");
     let r = proxy.next_event("request").await;
     assert_eq!(r["status"], 504);
     assert_eq!(r["upstream_error"], "connect timed out");

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -83,8 +82,10 @@ struct FrontCfg {
     /// GCLB-like affinity: a request without the cookie is balanced round-robin and the
     /// answer sets `GCLB=<secret>-<backend>`; a request with it goes to that backend.
     sticky_cookie: bool,
-    /// Cut upgraded connections this long after the request (a backend timeout, H6).
-    cut_tunnels_after: Option<Duration>,
+    /// Cut upgraded connections once the upstream has sent these bytes (a backend
+    /// timeout as the probe sees it, H6: the websocket ends without a close frame). The
+    /// cut follows an event, not a clock, so a slow machine cannot move it earlier.
+    cut_tunnels_after: Option<&'static [u8]>,
     /// Replace Host with this (nginx's default `proxy_set_header Host $proxy_host`, H4).
     rewrite_host: Option<String>,
 }
@@ -165,17 +166,46 @@ async fn relay(
         let cookie = format!("Set-Cookie: GCLB={COOKIE_SECRET}-{index}; path=/; HttpOnly\r\n");
         client.write_all(cookie.as_bytes()).await?;
     }
-    let splice = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     match cfg.cut_tunnels_after {
-        Some(after) if upgrade => {
+        Some(marker) if upgrade => {
+            splice_until(&mut client, &mut upstream, marker).await?;
             // The cut itself: both connections are dropped without a close frame.
-            let _ = tokio::time::timeout(after, splice).await;
         }
         _ => {
-            splice.await?;
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
         }
     }
     Ok(())
+}
+
+/// Splices both ways until the upstream has sent `marker` (relayed too), or either side
+/// ends.
+async fn splice_until(
+    client: &mut TcpStream,
+    upstream: &mut TcpStream,
+    marker: &[u8],
+) -> std::io::Result<()> {
+    let (mut client_rx, mut client_tx) = client.split();
+    let (mut up_rx, mut up_tx) = upstream.split();
+    let up_to_client = async {
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = up_rx.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            client_tx.write_all(&chunk[..n]).await?;
+            seen.extend_from_slice(&chunk[..n]);
+            if find(&seen, marker).is_some() {
+                return Ok(());
+            }
+        }
+    };
+    tokio::select! {
+        r = up_to_client => r,
+        r = tokio::io::copy(&mut client_rx, &mut up_tx) => r.map(drop),
+    }
 }
 
 #[tokio::test]
@@ -587,7 +617,8 @@ async fn tunnel_cut_early_is_h6() {
     let lb = front(
         vec![pod.addr],
         FrontCfg {
-            cut_tunnels_after: Some(Duration::from_millis(800)),
+            // Right after the answer of the message step, the last step before the hold.
+            cut_tunnels_after: Some(b"/sockproxy-probe,"),
             ..FrontCfg::default()
         },
     )

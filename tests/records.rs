@@ -5,7 +5,6 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use support::*;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Clone, Copy, Debug)]
@@ -183,23 +182,22 @@ async fn every_event_has_the_contract_fields() {
     );
 
     // upgrade + tunnel_closed with the same sid.
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!(
-        "ws://{}/socket.io/?EIO=4&transport=websocket&sid={sid}",
-        proxy.addr
-    );
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let (mut ws, _) = ws_connect(
+        proxy.addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+    )
+    .await;
     let up = proxy.next_event("upgrade").await;
     exchange(&up);
     assert_eq!(up["status"], 101);
     assert_eq!(up["sio"]["sid"], sid.as_str());
-    ws.send(Message::text("2probe")).await.unwrap();
+    within(ws.send(Message::text("2probe"))).await.unwrap();
     assert_eq!(
         within(ws.next()).await.unwrap().unwrap(),
         Message::text("3probe")
     );
-    ws.close(None).await.unwrap();
-    while ws.next().await.is_some() {}
+    within(ws.close(None)).await.unwrap();
+    ws_until_end(&mut ws).await;
     drop(ws);
     let t = proxy.next_event("tunnel_closed").await;
     common(&t);

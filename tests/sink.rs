@@ -6,11 +6,10 @@ mod support;
 use std::io::{self, Write};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sockproxy::record::{Draining, Event, Record, Severity};
 use sockproxy::sink::Sink;
-use support::parse_line;
+use support::{WAIT, parse_line, slacken};
 
 fn record(n: u64) -> Record {
     Record {
@@ -60,7 +59,7 @@ fn blocked_stdout_never_blocks_emit_and_drops_are_reported() {
 
     sink.emit(record(0));
     entered_rx
-        .recv_timeout(Duration::from_secs(10))
+        .recv_timeout(slacken(WAIT))
         .expect("the writer is stuck in write");
     // stdout is now blocked: the queue fills, then records are counted, and emit returns.
     let total = sockproxy::config::SINK_QUEUE_RECORDS as u64 + 500;
@@ -74,7 +73,7 @@ fn blocked_stdout_never_blocks_emit_and_drops_are_reported() {
     );
 
     release_tx.send(()).unwrap();
-    writer.close(Duration::from_secs(10));
+    writer.close(slacken(WAIT));
     let text = String::from_utf8(got.lock().unwrap().clone()).unwrap();
     let lines: Vec<_> = text
         .lines()
@@ -108,6 +107,6 @@ fn closed_stdout_counts_every_record() {
     for n in 0..10 {
         sink.emit(record(n));
     }
-    writer.close(Duration::from_secs(10));
+    writer.close(slacken(WAIT));
     assert!(sink.dropped() >= 10, "{}", sink.dropped());
 }

@@ -528,7 +528,7 @@ fn sio_target(t: &str, transport: &str, extra: &str) -> String {
 
 /// A keep-alive HTTP/1.1 connection to the proxy.
 async fn connect(proxy: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(proxy).await.unwrap();
+    let stream = within(TcpStream::connect(proxy)).await.unwrap();
     let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
@@ -575,7 +575,7 @@ async fn run_poll(
             // Head and part of a body, then gone once the upstream has the request.
             let (arrived_tx, arrived) = oneshot::channel();
             arrivals.lock().unwrap().insert(t.clone(), arrived_tx);
-            let mut s = TcpStream::connect(proxy).await.unwrap();
+            let mut s = within(TcpStream::connect(proxy)).await.unwrap();
             let head = format!(
                 "POST {} HTTP/1.1\r\nHost: soak.example\r\nContent-Length: 100000\r\n\r\n",
                 sio_target(t, "polling", "")
@@ -587,7 +587,7 @@ async fn run_poll(
         }
         Job::AbortResponse { t } => {
             // Reads part of an endless answer, then goes away.
-            let mut s = TcpStream::connect(proxy).await.unwrap();
+            let mut s = within(TcpStream::connect(proxy)).await.unwrap();
             let head = format!(
                 "GET {} HTTP/1.1\r\nHost: soak.example\r\n\r\n",
                 sio_target(t, "polling", "")
@@ -612,7 +612,7 @@ async fn run_poll(
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn open_ws(proxy: SocketAddr, t: &str) -> Ws {
-    let stream = TcpStream::connect(proxy).await.unwrap();
+    let stream = within(TcpStream::connect(proxy)).await.unwrap();
     let url = format!("ws://{proxy}{}", sio_target(t, "websocket", ""));
     let (ws, resp) = within(tokio_tungstenite::client_async(url, stream))
         .await

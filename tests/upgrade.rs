@@ -183,9 +183,7 @@ async fn ws_echo_upstream() -> std::net::SocketAddr {
 async fn websocket_frames_1b_to_256kib_arrive_intact() {
     let upstream = ws_echo_upstream().await;
     let mut proxy = Proxy::start(upstream, |_| {}).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
-    let (mut ws, resp) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let (mut ws, resp) = ws_connect(proxy.addr, "/socket.io/?EIO=4&transport=websocket").await;
     assert_eq!(resp.status(), 101);
     let mut sizes = vec![1usize, 2, 125, 126, 127, 65_535, 65_536, 65_537, 256 * 1024];
     sizes.extend((0..24u64).map(|i| 1 + (hash(&i.to_le_bytes()) as usize % (256 * 1024))));
@@ -203,8 +201,8 @@ async fn websocket_frames_1b_to_256kib_arrive_intact() {
         }
         sent += *size as u64;
     }
-    ws.close(None).await.unwrap();
-    while ws.next().await.is_some() {}
+    within(ws.close(None)).await.unwrap();
+    ws_until_end(&mut ws).await;
     drop(ws); // a browser closes its TCP connection after the close handshake
     let closed = proxy.next_event("tunnel_closed").await;
     let c2u = closed["bytes_client_to_upstream"].as_u64().unwrap();
@@ -224,9 +222,7 @@ async fn websocket_frames_1b_to_256kib_arrive_intact() {
 async fn websocket_only_handshake_sid_comes_from_the_first_frame() {
     let engine = engine_upstream().await;
     let mut proxy = Proxy::start(engine, |_| {}).await;
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", proxy.addr);
-    let (mut ws, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let (mut ws, _) = ws_connect(proxy.addr, "/socket.io/?EIO=4&transport=websocket").await;
     let open = match within(ws.next()).await {
         Some(Ok(Message::Text(t))) => t.to_string(),
         other => panic!("{other:?}"),
@@ -238,8 +234,8 @@ async fn websocket_only_handshake_sid_comes_from_the_first_frame() {
         serde_json::Value::Null,
         "no sid in the query yet"
     );
-    ws.close(None).await.unwrap();
-    while ws.next().await.is_some() {}
+    within(ws.close(None)).await.unwrap();
+    ws_until_end(&mut ws).await;
     drop(ws); // a browser closes its TCP connection after the close handshake
     let closed = proxy.next_event("tunnel_closed").await;
     assert_eq!(closed["sio"]["sid"], sid.as_str());

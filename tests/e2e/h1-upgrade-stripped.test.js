@@ -4,12 +4,13 @@
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack } = require('./lib/slack');
 const { connect, upgradeFailed, echo, disconnect } = require('./lib/client');
 const { headerOf } = require('./lib/backend');
 const R = require('./lib/records');
 const { rawRequest, requestHead, wsKey } = require('./lib/rawhttp');
 
-describe('H1 Upgrade stripped by the front', { timeout: 60000 }, () => {
+describe('H1 Upgrade stripped by the front', { timeout: slack(60000) }, () => {
   const sc = new Scenario('h1-upgrade-stripped');
   const x = new Expect('H1 upgrade stripped', sc.dir);
   let pod;

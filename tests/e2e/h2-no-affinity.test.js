@@ -4,12 +4,13 @@
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack } = require('./lib/slack');
 const { connect } = require('./lib/client');
 const { sidInBody } = require('./lib/backend');
 const { rawRequest, requestHead, wsKey } = require('./lib/rawhttp');
 const R = require('./lib/records');
 
-describe('H2 no affinity: round-robin over two pods', { timeout: 60000 }, () => {
+describe('H2 no affinity: round-robin over two pods', { timeout: slack(60000) }, () => {
   const sc = new Scenario('h2-no-affinity');
   const x = new Expect('H2 no affinity', sc.dir);
   let pods;

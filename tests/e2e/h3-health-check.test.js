@@ -4,10 +4,11 @@
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack } = require('./lib/slack');
 const { rawRequest, requestHead } = require('./lib/rawhttp');
 const R = require('./lib/records');
 
-describe('H3 health checks', { timeout: 60000 }, () => {
+describe('H3 health checks', { timeout: slack(60000) }, () => {
   const sc = new Scenario('h3-health-check');
   const x = new Expect('H3 health check', sc.dir);
   let logAll;

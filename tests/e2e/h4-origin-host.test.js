@@ -4,6 +4,7 @@
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack } = require('./lib/slack');
 const { headerOf } = require('./lib/backend');
 const { rawRequest, requestHead, wsKey } = require('./lib/rawhttp');
 const R = require('./lib/records');
@@ -20,7 +21,7 @@ async function browserLike(front, tag) {
   return { origin, polling, ws };
 }
 
-describe('H4 Origin/Host changed on the way', { timeout: 60000 }, () => {
+describe('H4 Origin/Host changed on the way', { timeout: slack(60000) }, () => {
   const sc = new Scenario('h4-origin-host');
   const x = new Expect('H4 origin/host', sc.dir);
   let pod;

@@ -4,6 +4,7 @@
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack } = require('./lib/slack');
 const { connect, upgraded, echo } = require('./lib/client');
 
 // Drain has landed (the binary of 2026-11-25 passes this); E2E_EXPECT_DRAIN=0 turns the scenario back into
@@ -11,7 +12,7 @@ const { connect, upgraded, echo } = require('./lib/client');
 const TODO = process.env.E2E_EXPECT_DRAIN === '0' ? 'drain (operations issue) not expected in this build' : false;
 const DRAIN_S = 2;
 
-describe('H5 draining: SIGTERM while a websocket is busy', { timeout: 60000 }, () => {
+describe('H5 draining: SIGTERM while a websocket is busy', { timeout: slack(60000) }, () => {
   const sc = new Scenario('h5-draining');
   const x = new Expect('H5 draining', sc.dir);
   let pod;
@@ -30,7 +31,7 @@ describe('H5 draining: SIGTERM while a websocket is busy', { timeout: 60000 }, (
       for (let i = 0; open && s.connected; i++) {
         try {
           await echo(s, { i }, 1000);
-          run.acks.push(Date.now());
+          run.acks.push(performance.now());
         } catch {
           run.errors++;
         }
@@ -40,17 +41,18 @@ describe('H5 draining: SIGTERM while a websocket is busy', { timeout: 60000 }, (
       const start = run.acks.length;
       await pod.backend.messages.waitFor((m) => m.event === 'echo' && m.transport === 'websocket', { count: start + 3, timeoutMs: 3000, description: 'three echoes over websocket' });
     });
-    run.sigtermAt = Date.now();
+    // Monotonic, and taken before the signal is sent: sockproxy's deadline starts later.
+    run.sigtermAt = performance.now();
     pod.sockproxy.proc.signal('SIGTERM');
     const closed = await s.engineEvents
       .waitFor((e) => e.type === 'close', { timeoutMs: DRAIN_S * 1000 + 4000, description: 'the client socket closing' })
       .catch(() => null);
-    run.closedAt = closed ? Date.now() : null;
+    run.closedAt = closed ? performance.now() : null;
     run.closeReason = closed && closed.reason;
     open = false;
     s.close();
     await loop;
-    run.exit = await Promise.race([pod.sockproxy.proc.exited, new Promise((r) => setTimeout(() => r(null), 3000))]);
+    run.exit = await Promise.race([pod.sockproxy.proc.exited, new Promise((r) => setTimeout(() => r(null), slack(3000)))]);
   });
   after(() => sc.teardown());
 
@@ -58,8 +60,11 @@ describe('H5 draining: SIGTERM while a websocket is busy', { timeout: 60000 }, (
     const after = run.acks.filter((t) => t > run.sigtermAt);
     x.ok(after.length > 0, 'echoes were answered after SIGTERM', after.length);
     x.ok(run.closedAt !== null, 'the client socket was closed', run.closeReason);
-    x.between(run.closedAt - run.sigtermAt, DRAIN_S * 1000 - 300, DRAIN_S * 1000 + 2500, 'the socket closed at the drain deadline (ms after SIGTERM)');
-    x.ok(after[after.length - 1] >= run.sigtermAt + DRAIN_S * 1000 - 700, 'echoes kept working until shortly before the deadline', after.length ? after[after.length - 1] - run.sigtermAt : null);
+    // Not before the deadline (that is the drain); how late it may come is the machine's load.
+    x.between(run.closedAt - run.sigtermAt, DRAIN_S * 1000, DRAIN_S * 1000 + slack(2500), 'the socket closed at the drain deadline, not before (ms after SIGTERM)');
+    // One echo in flight at a time: the last answer comes one round trip (load) before the cut, at most half the drain.
+    const lastAckBefore = Math.min(slack(700), (DRAIN_S * 1000) / 2);
+    x.ok(after[after.length - 1] >= run.sigtermAt + DRAIN_S * 1000 - lastAckBefore, `echoes kept working until ${lastAckBefore} ms before the deadline`, after.length ? after[after.length - 1] - run.sigtermAt : null);
     x.equal(run.exit && run.exit.code, 0, 'sockproxy exited 0');
   });
 

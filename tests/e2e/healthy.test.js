@@ -4,6 +4,7 @@
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack, within } = require('./lib/slack');
 const { connect, upgraded, echo, disconnect } = require('./lib/client');
 const { launchChromium } = require('./lib/browser');
 const { sidInBody } = require('./lib/backend');
@@ -83,7 +84,7 @@ async function checkRecords(x, label, pod, sid, truth) {
   for (const r of session) x.equal(r.flags, [], `${label}: no flags on ${r.event} ${r.method} ${r.path}?${r.query}`);
 }
 
-describe('healthy chain: polling → websocket → messages', { timeout: 90000 }, () => {
+describe('healthy chain: polling → websocket → messages', { timeout: slack(90000) }, () => {
   const sc = new Scenario('healthy');
   let pod;
   let front;
@@ -123,24 +124,31 @@ describe('healthy chain: polling → websocket → messages', { timeout: 90000 }
     before(async () => {
       const chrome = await launchChromium(sc.dir);
       sc.onTeardown(() => chrome.close());
-      const page = await chrome.browser.newPage();
+      const page = await within(chrome.browser.newPage(), 15000, 'a new Chromium page');
       page.on('console', (m) => require('node:fs').appendFileSync(sc.file('chromium-console.log'), `${m.type()}: ${m.text()}\n`));
-      await page.goto(`${front.url}/theia/index.html`, { timeout: 15000 });
-      await page.waitForFunction(() => window.e2e && window.e2e.socket.connected && window.e2e.socket.io.engine.transport.name === 'websocket', null, { timeout: 15000 });
-      run.sid = await page.evaluate(() => window.e2e.socket.io.engine.id);
-      run.transportAfter = await page.evaluate(() => window.e2e.socket.io.engine.transport.name);
+      await page.goto(`${front.url}/theia/index.html`, { timeout: slack(15000) });
+      await page.waitForFunction(() => window.e2e && window.e2e.socket.connected && window.e2e.socket.io.engine.transport.name === 'websocket', null, { timeout: slack(15000) });
+      run.sid = await within(page.evaluate(() => window.e2e.socket.io.engine.id), 5000, 'the page: engine id');
+      run.transportAfter = await within(page.evaluate(() => window.e2e.socket.io.engine.transport.name), 5000, 'the page: transport');
       run.sent = PAYLOADS;
-      run.acks = await page.evaluate(async (payloads) => {
-        const out = [];
-        for (const p of payloads) out.push(await window.e2e.socket.timeout(5000).emitWithAck('echo', p));
-        return out;
-      }, PAYLOADS);
-      await page.evaluate(
-        () =>
-          new Promise((resolve) => {
-            window.e2e.socket.io.engine.on('close', () => resolve());
-            window.e2e.socket.disconnect();
-          })
+      run.acks = await page.evaluate(
+        async ({ payloads, ackMs }) => {
+          const out = [];
+          for (const p of payloads) out.push(await window.e2e.socket.timeout(ackMs).emitWithAck('echo', p));
+          return out;
+        },
+        { payloads: PAYLOADS, ackMs: slack(5000) }
+      );
+      await within(
+        page.evaluate(
+          () =>
+            new Promise((resolve) => {
+              window.e2e.socket.io.engine.on('close', () => resolve());
+              window.e2e.socket.disconnect();
+            })
+        ),
+        5000,
+        'the page: engine.io close after disconnect'
       );
       truth = await groundTruth(x, pod.backend, run.sid);
     });

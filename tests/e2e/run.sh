@@ -4,7 +4,9 @@
 #   tests/e2e/run.sh [test files…]        (default: every tests/e2e/*.test.js)
 #
 # SOCKPROXY_BIN   binary under test (default: <repo>/target/debug/sockproxy; this script builds nothing)
-# E2E_TIMEOUT     global limit in seconds (default 300)
+# SOCKPROXY_TEST_SLACK  a number >= 1 (default 1) multiplying every deadline and the late side of every timing window,
+#                 for a slow or busy machine (lib/slack.js; the Rust tests read it too)
+# E2E_TIMEOUT     global limit in seconds (default 300 times SOCKPROXY_TEST_SLACK)
 # E2E_CONCURRENCY test files run in parallel (default 2)
 # E2E_RUN_DIR     where logs go (default: a new /tmp/sockproxy-e2e.XXXXXX, printed at start and end)
 # E2E_NO_INSTALL  1 = never apt-get; only report what is missing
@@ -45,6 +47,10 @@ if [ "$node_major" -lt 20 ]; then
   exit 2
 fi
 
+# A bad SOCKPROXY_TEST_SLACK stops here, with one line, rather than in every test file.
+node -e "try { require('./lib/slack'); } catch (e) { console.error('e2e: ' + e.message); process.exit(2); }" || exit 2
+e2e_timeout="${E2E_TIMEOUT:-$(node -p "require('./lib/slack').slack(300)")}"
+
 # npm packages, pinned by package-lock.json; reinstalled only when the lockfile changed.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error >&2
@@ -84,7 +90,7 @@ trap sweep EXIT
 if [ "$#" -gt 0 ]; then files=("$@"); else files=(*.test.js); fi
 started=$(date +%s)
 set +e
-timeout -k 10 "${E2E_TIMEOUT:-300}" node --test \
+timeout -k 10 "$e2e_timeout" node --test \
   --test-concurrency="${E2E_CONCURRENCY:-2}" \
   --test-reporter=spec --test-reporter-destination=stdout \
   --test-reporter=tap --test-reporter-destination="$E2E_RUN_DIR/results.tap" \
@@ -94,7 +100,7 @@ wait "$test_pid"
 status=$?
 set -e
 test_pid=""
-[ "$status" -eq 124 ] && echo "e2e: global timeout of ${E2E_TIMEOUT:-300} s reached" >&2
+[ "$status" -eq 124 ] && echo "e2e: global timeout of $e2e_timeout s reached" >&2
 node tools/summarize.js "$E2E_RUN_DIR" >"$E2E_RUN_DIR/summary.txt" 2>&1 || true
 echo "e2e: what sockproxy recorded, per scenario and pod: $E2E_RUN_DIR/summary.txt"
 echo "e2e: wall time $(($(date +%s) - started)) s, exit $status"

@@ -5,6 +5,7 @@ const crypto = require('node:crypto');
 const { describe, it, before, after } = require('node:test');
 const { Scenario } = require('./lib/stack');
 const { Expect } = require('./lib/expect');
+const { slack } = require('./lib/slack');
 const { connect, disconnect } = require('./lib/client');
 const { sidInBody } = require('./lib/backend');
 const { rawRequest, requestHead } = require('./lib/rawhttp');
@@ -52,7 +53,7 @@ async function exchange(pod, port, head, opts = {}) {
   return { res, entry };
 }
 
-describe('transparency: sockproxy in the chain changes nothing', { timeout: 90000 }, () => {
+describe('transparency: sockproxy in the chain changes nothing', { timeout: slack(90000) }, () => {
   const sc = new Scenario('transparency');
   const x = new Expect('transparency', sc.dir);
   let pod;
@@ -116,8 +117,8 @@ describe('transparency: sockproxy in the chain changes nothing', { timeout: 9000
     for (const n of FRAME_SIZES) {
       const buf = crypto.randomBytes(n);
       const sent = crypto.createHash('sha256').update(buf).digest('hex');
-      const echoed = await s.timeout(10000).emitWithAck('echo', buf);
-      const digest = await s.timeout(10000).emitWithAck('digest', buf);
+      const echoed = await s.timeout(slack(10000)).emitWithAck('echo', buf);
+      const digest = await s.timeout(slack(10000)).emitWithAck('digest', buf);
       frames.results.push({ n, sent, echoed: crypto.createHash('sha256').update(Buffer.from(echoed)).digest('hex'), backend: digest.sha256 });
     }
     await disconnect(s);

@@ -13,12 +13,37 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Every await in the tests is bounded by this.
+/// Every await in the tests is bounded by this, times [`slack`].
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Awaits `f`, failing the test after [`WAIT`].
+/// How much slower than a quiet 2-CPU machine this one may be: `SOCKPROXY_TEST_SLACK`, a
+/// number >= 1 (default 1; the e2e suite reads the same variable, tests/e2e/lib/slack.js).
+/// It multiplies every deadline ([`WAIT`]) and the load side of every timing window (how
+/// late an event may come), never the side that proves the feature: a timeout still must
+/// not fire before its configured time. CI on a busy machine sets it to 3, say; a test
+/// that then passes only thanks to it waits on a clock where it could wait on an event.
+pub fn slack() -> f64 {
+    static SLACK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    // Reading (not setting) the environment is fine in a test.
+    *SLACK.get_or_init(|| match std::env::var("SOCKPROXY_TEST_SLACK") {
+        Err(_) => 1.0,
+        Ok(v) => match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s >= 1.0 => s,
+            _ => panic!("SOCKPROXY_TEST_SLACK={v:?}: expected a number >= 1"),
+        },
+    })
+}
+
+/// `d` widened by [`slack`]: for deadlines and the late side of timing windows only.
+pub fn slacken(d: Duration) -> Duration {
+    d.mul_f64(slack())
+}
+
+/// Awaits `f`, failing the test after [`WAIT`] (times [`slack`]).
 pub async fn within<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(WAIT, f).await.expect("timed out")
+    tokio::time::timeout(slacken(WAIT), f)
+        .await
+        .expect("timed out")
 }
 
 /// sockproxy running in this process.
@@ -303,4 +328,31 @@ pub async fn scrape(admin: SocketAddr) -> std::collections::HashMap<String, f64>
         out.insert(key, v);
     }
     out
+}
+
+/// A websocket client over a new connection to `addr`, requesting `path`; the handshake
+/// (up to the 101) is bounded like every other wait.
+pub async fn ws_connect(
+    addr: SocketAddr,
+    path: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<TcpStream>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    let stream = within(TcpStream::connect(addr)).await.unwrap();
+    within(tokio_tungstenite::client_async(
+        format!("ws://{addr}{path}"),
+        stream,
+    ))
+    .await
+    .unwrap()
+}
+
+/// Reads `ws` until its stream ends (after a close handshake), bounded.
+pub async fn ws_until_end<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    within(async { while ws.next().await.is_some() {} }).await;
 }

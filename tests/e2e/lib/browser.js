@@ -5,14 +5,16 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { chromium } = require('playwright-core');
 const processes = require('./processes');
+const { slack, within } = require('./slack');
 
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
 
 /**
  * Starts Chromium with --remote-debugging-port=0, reads the DevTools address from its stderr (bounded),
- * and connects playwright-core to it. Returns { browser, proc, close() }.
+ * and connects playwright-core to it (`timeoutMs` times SOCKPROXY_TEST_SLACK). Returns { browser, proc, close() }.
  */
 async function launchChromium(dir, timeoutMs = 30000) {
+  timeoutMs = slack(timeoutMs);
   const profile = path.join(dir, 'chromium-profile');
   const args = [
     '--headless',
@@ -54,7 +56,7 @@ async function launchChromium(dir, timeoutMs = 30000) {
     browser,
     proc,
     async close() {
-      await browser.close().catch(() => {});
+      await within(browser.close(), 5000, 'closing the browser').catch(() => {});
       await proc.stop('SIGTERM', 3000);
       // The profile is tens of MB and no evidence; the browser's stderr stays in the log folder.
       fs.rmSync(profile, { recursive: true, force: true });

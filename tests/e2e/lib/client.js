@@ -3,12 +3,16 @@
 
 const { io } = require('socket.io-client');
 const { Journal } = require('./journal');
+const { slack } = require('./slack');
+
+// Every timeoutMs here is a deadline for an event and is multiplied by SOCKPROXY_TEST_SLACK (lib/slack.js).
 
 /** Resolves with the event's arguments the first time `event` fires; rejects after timeoutMs or on `failOn` events. */
 function once(emitter, event, { timeoutMs = 5000, failOn = [], what } = {}) {
   return new Promise((resolve, reject) => {
     const cleanups = [];
-    const timer = setTimeout(() => done(reject, new Error(`${what || event}: not within ${timeoutMs} ms`)), timeoutMs);
+    const deadlineMs = slack(timeoutMs);
+    const timer = setTimeout(() => done(reject, new Error(`${what || event}: not within ${deadlineMs} ms`)), deadlineMs);
     const done = (fn, v) => {
       clearTimeout(timer);
       for (const c of cleanups) c();
@@ -28,7 +32,7 @@ function once(emitter, event, { timeoutMs = 5000, failOn = [], what } = {}) {
  * 'connect'. Rejects on 'connect_error' or after timeoutMs.
  */
 async function connect(url, opts = {}, timeoutMs = 8000) {
-  const socket = io(url, { reconnection: false, forceNew: true, timeout: timeoutMs, ...opts });
+  const socket = io(url, { reconnection: false, forceNew: true, timeout: slack(timeoutMs), ...opts });
   // The probe starts right after the engine opens, possibly before 'connect': journal its outcome from the start.
   socket.engineEvents = new Journal('engine.io client events');
   socket.io.on('open', () => {
@@ -63,7 +67,7 @@ async function upgradeFailed(socket, timeoutMs = 8000) {
 
 /** Sends `echo` with payload and resolves with the backend's acknowledgement (bounded). */
 function echo(socket, payload, timeoutMs = 5000) {
-  return socket.timeout(timeoutMs).emitWithAck('echo', payload);
+  return socket.timeout(slack(timeoutMs)).emitWithAck('echo', payload);
 }
 
 /** Closes the socket and waits until the engine reports the close (so the tunnel end is on the wire). */

@@ -2,6 +2,7 @@
 'use strict';
 
 const fs = require('node:fs');
+const { slack } = require('./slack');
 
 class Journal {
   /**
@@ -39,9 +40,11 @@ class Journal {
 
   /**
    * Resolves with the first `count` entries matching `pred` (one entry when count is 1) as soon as they exist.
-   * Rejects after `timeoutMs` with a message naming `description`, or at once when the journal is closed.
+   * Rejects after `timeoutMs` (times SOCKPROXY_TEST_SLACK, lib/slack.js) with a message naming `description`, or at
+   * once when the journal is closed.
    */
   waitFor(pred, { timeoutMs = 5000, count = 1, description = 'a matching entry' } = {}) {
+    const deadlineMs = slack(timeoutMs);
     return new Promise((resolve, reject) => {
       const waiter = {
         check: () => {
@@ -58,8 +61,8 @@ class Journal {
       const timer = setTimeout(() => {
         finish();
         const found = this.entries.filter(pred).length;
-        reject(new Error(`${this.what}: no ${description} within ${timeoutMs} ms (have ${found}/${count}; ${this.tail()})`));
-      }, timeoutMs);
+        reject(new Error(`${this.what}: no ${description} within ${deadlineMs} ms (have ${found}/${count}; ${this.tail()})`));
+      }, deadlineMs);
       const finish = () => {
         clearTimeout(timer);
         this.waiters.delete(waiter);

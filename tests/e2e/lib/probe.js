@@ -5,12 +5,13 @@ const fs = require('node:fs');
 const path = require('node:path');
 const processes = require('./processes');
 const { sockproxyBin } = require('./sockproxy');
+const { slack } = require('./slack');
 
 let runs = 0;
 
 /**
  * Runs `sockproxy probe <args>`; resolves with { code, stdout, stderr, json (parsed when --json) } once it
- * exits, or rejects after `deadlineMs` (the process is then killed). Output is also kept in `dir`.
+ * exits, or rejects after `deadlineMs` (times SOCKPROXY_TEST_SLACK; the process is then killed). Output is also kept in `dir`.
  */
 async function runProbe(args, { dir, name = `probe-${++runs}`, deadlineMs = 30000 } = {}) {
   const proc = processes.start(name, sockproxyBin(), ['probe', ...args], { dir, keepStdout: true, env: { RUST_LOG: '' } });
@@ -21,6 +22,7 @@ async function runProbe(args, { dir, name = `probe-${++runs}`, deadlineMs = 3000
   });
   const stdoutEnded = new Promise((resolve) => proc.child.stdout.on('close', resolve));
   let timer;
+  deadlineMs = slack(deadlineMs);
   const info = await Promise.race([
     proc.exited,
     new Promise((resolve) => {

@@ -5,6 +5,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { pidFile } = require('./run-dir');
+const { slack } = require('./slack');
 
 /** pid -> name of every started process whose group may still be alive. */
 const live = new Map();
@@ -77,7 +78,7 @@ function start(name, cmd, args, { dir, env = {}, cwd, keepStdout = false } = {})
     fs.appendFileSync(pidFile(), `${child.pid} ${name} ${dir}\n`);
   }
 
-  /** Sends `signal` to the process group, waits up to `graceMs` for the exit, then SIGKILLs the group. */
+  /** Sends `signal` to the process group, waits up to `graceMs` (times SOCKPROXY_TEST_SLACK) for the exit, then SIGKILLs the group. */
   handle.signal = (signal) => (handle.exitInfo ? false : killGroup(child.pid, signal));
   handle.stop = async (signal = 'SIGTERM', graceMs = 3000) => {
     if (handle.exitInfo) return handle.exitInfo;
@@ -86,7 +87,7 @@ function start(name, cmd, args, { dir, env = {}, cwd, keepStdout = false } = {})
     const info = await Promise.race([
       handle.exited,
       new Promise((resolve) => {
-        timer = setTimeout(() => resolve(null), graceMs);
+        timer = setTimeout(() => resolve(null), slack(graceMs));
       }),
     ]);
     clearTimeout(timer);

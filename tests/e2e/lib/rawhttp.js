@@ -2,6 +2,7 @@
 'use strict';
 
 const net = require('node:net');
+const { slack } = require('./slack');
 
 /** Builds a request head from [[name, value], …] exactly as given (latin1: obs-text bytes survive). */
 function requestHead(method, target, headers, version = 'HTTP/1.1') {
@@ -29,7 +30,7 @@ function header(rawHeaders, name) {
  * Sends `head` (+ `body`) on a new connection to 127.0.0.1:port and reads one response.
  * Resolves { status, statusLine, rawHeaders, head, body (Buffer), closed, socket? }. On a 101 the socket is
  * returned open (with any bytes that followed the head in `body`) when `keepOpen` is set, else destroyed.
- * `method` tells a HEAD response apart. Everything is bounded by `timeoutMs`.
+ * `method` tells a HEAD response apart. Everything is bounded by `timeoutMs` (times SOCKPROXY_TEST_SLACK).
  */
 function rawRequest(port, head, { body, timeoutMs = 5000, keepOpen = false, method } = {}) {
   method = method || head.slice(0, head.indexOf(' '));
@@ -39,7 +40,8 @@ function rawRequest(port, head, { body, timeoutMs = 5000, keepOpen = false, meth
     let parsed = null;
     let bodyStart = 0;
     let settled = false;
-    const timer = setTimeout(() => fail(new Error(`no complete response from 127.0.0.1:${port} within ${timeoutMs} ms; got ${JSON.stringify(buf.toString('latin1').slice(0, 300))}`)), timeoutMs);
+    const deadlineMs = slack(timeoutMs);
+    const timer = setTimeout(() => fail(new Error(`no complete response from 127.0.0.1:${port} within ${deadlineMs} ms; got ${JSON.stringify(buf.toString('latin1').slice(0, 300))}`)), deadlineMs);
     const finish = (bodyBuf, closed) => {
       if (settled) return;
       settled = true;

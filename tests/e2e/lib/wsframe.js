@@ -2,6 +2,7 @@
 'use strict';
 
 const crypto = require('node:crypto');
+const { slack } = require('./slack');
 
 /** A masked client frame (FIN set) carrying `payload` with `opcode` (1 text, 2 binary, 8 close). */
 function clientFrame(payload, opcode = 1) {
@@ -52,13 +53,14 @@ function serverFrames(buf) {
 
 /**
  * Reads server frames from an upgraded socket (starting with `initial` bytes) until `pred(frame)` holds.
- * Resolves with every frame read so far; rejects after timeoutMs or when the socket closes first.
+ * Resolves with every frame read so far; rejects after timeoutMs (times SOCKPROXY_TEST_SLACK) or when the socket closes first.
  */
 function readFramesUntil(socket, initial, pred, timeoutMs = 3000) {
   return new Promise((resolve, reject) => {
     let buf = Buffer.from(initial || []);
     const all = [];
-    const timer = setTimeout(() => done(new Error(`no matching websocket frame within ${timeoutMs} ms; got ${JSON.stringify(all.map((f) => f.payload.toString('latin1').slice(0, 80)))}`)), timeoutMs);
+    const deadlineMs = slack(timeoutMs);
+    const timer = setTimeout(() => done(new Error(`no matching websocket frame within ${deadlineMs} ms; got ${JSON.stringify(all.map((f) => f.payload.toString('latin1').slice(0, 80)))}`)), deadlineMs);
     const onData = (c) => {
       buf = Buffer.concat([buf, c]);
       check();
