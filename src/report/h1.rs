@@ -13,11 +13,13 @@ use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
 use super::parse::{Event, Flags, Rec, Transport};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
-pub const RULE: &str = "confirmed when browser websocket attempts (with Sec-WebSocket-Key) reached theia without Upgrade or `Connection: upgrade` from at least half of the clients that attempted one, or for at least half of one pod's attempts (≥ 2 attempts either way); isolated when fewer; requests without Sec-WebSocket-Key are not browsers and never count";
+pub const RULE: &str = "confirmed when browser websocket attempts (with Sec-WebSocket-Key) reached theia without Upgrade or `Connection: upgrade` from at least half of the clients that attempted one (and ≥ 20 % of all attempts), or for at least half of one pod's attempts (≥ 2 attempts either way); isolated when fewer; requests without Sec-WebSocket-Key are not browsers and never count";
 const FIX: &str = "pass Upgrade and Connection through every hop: nginx `proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;` (GKE's load balancer forwards websockets by itself)";
 
 /// Share of the attempting clients (or of one pod's attempts) that must show stripping.
 const SHARE: f64 = 0.5;
+/// Share of all browser attempts that must be stripped as well.
+const ATTEMPT_SHARE: f64 = 0.2;
 /// Stripped attempts needed before the share counts.
 const MIN_STRIPPED: u64 = 2;
 
@@ -142,8 +144,11 @@ impl H1 {
             plural(stripped_clients, "client", "clients"),
             count(clients),
         );
-        let by_clients =
-            self.stripped >= MIN_STRIPPED && share_at_least(stripped_clients, clients, SHARE);
+        // Both shares: where every client shows up under one address (no X-Forwarded-For),
+        // the client share alone would make one client's proxy look like everyone's.
+        let by_clients = self.stripped >= MIN_STRIPPED
+            && share_at_least(stripped_clients, clients, SHARE)
+            && share_at_least(self.stripped, self.attempts, ATTEMPT_SHARE);
         let pod = self.stripping_pod();
         let mut f = if self.stripped > 0 && (by_clients || pod.is_some()) {
             let mut s = headline;

@@ -223,6 +223,8 @@ mod tests {
         type Records<'a> = Vec<(&'a str, u32, &'a str)>;
         let mut bot: Records = twenty_upgrades.iter().map(|r| ("a", 1, *r)).collect();
         bot.push(("a", 2, WS_NO_UPGRADE));
+        let mut one_address: Records = twenty_upgrades.iter().map(|r| ("a", 1, *r)).collect();
+        one_address.extend([("a", 2, WS_STRIPPED), ("a", 3, WS_STRIPPED)]);
         let cases: Vec<(&str, Records, &str)> = vec![
             ("nothing", vec![], "------"),
             (
@@ -249,6 +251,11 @@ mod tests {
                 "one bot among 20 upgrades (the issue's case)",
                 bot,
                 "R-----",
+            ),
+            (
+                "2 stripped among 20 upgrades, every client under one address: not everyone's path",
+                one_address,
+                "I-----",
             ),
             (
                 "both: some path strips it",
