@@ -277,9 +277,18 @@ fn fixture_lines() -> Vec<Vec<u8>> {
     lines
 }
 
+/// Small cases that between them hold every event and situation: a pod's whole life
+/// with sockproxy's own 502 (a), a cut drain, engine.io errors of every kind.
+fn some_cases(seed: u64) -> Vec<Case> {
+    ["start-stop", "h5-short-drain", "h4-noise", "h2-no-affinity"]
+        .into_iter()
+        .map(|name| corpus::by_name(seed, 0.15, name).unwrap())
+        .collect()
+}
+
 #[test]
 fn generated_records_have_the_fields_the_proxy_writes() {
-    let cases = corpus::all(corpus::SEED, 0.3);
+    let cases = some_cases(corpus::SEED);
     let generated = field_sets(cases.iter().flat_map(|c| c.plain.iter().map(Vec::as_slice)));
     let fixtures = fixture_lines();
     let real = field_sets(fixtures.iter().map(Vec::as_slice));
@@ -359,9 +368,9 @@ fn digest(cases: &[Case]) -> Vec<(String, u64)> {
 
 #[test]
 fn the_generator_is_deterministic() {
-    let a = digest(&corpus::all(corpus::SEED, 0.2));
-    let b = digest(&corpus::all(corpus::SEED, 0.2));
+    let a = digest(&some_cases(corpus::SEED));
+    let b = digest(&some_cases(corpus::SEED));
     assert_eq!(a, b, "the same seed must give the same bytes");
-    let c = digest(&corpus::all(corpus::SEED + 1, 0.2));
+    let c = digest(&some_cases(corpus::SEED + 1));
     assert_ne!(a, c, "another seed must give other logs");
 }

@@ -312,6 +312,8 @@ fn origin_refused(w: &World, headers: &[(&'static str, String)]) -> bool {
 struct Session {
     pod: usize,
     sid: String,
+    /// When engine.io closed it (a long-poll cut under it); unknown from then on.
+    killed: Option<T>,
 }
 
 /// How one engine.io session of a visit ended.
@@ -457,8 +459,8 @@ fn sid_request(
         w.pods[p].exchange(t, quick / 4, ex, true);
         return Err(t + quick);
     }
-    if p != s.pod {
-        // Another pod's engine: "Session ID unknown".
+    if p != s.pod || s.killed.is_some_and(|k| k <= t) {
+        // Another pod's engine, or a session engine.io closed: "Session ID unknown".
         json_error(&mut ex, 1);
         w.pods[p].exchange(t, quick, ex, true);
         return Err(t + quick);
@@ -542,7 +544,11 @@ fn polling_session(w: &mut World, c: &mut Client, t: T, leave: T) -> End {
     w.pods[p].exchange(t, d, ex, true);
     w.pods[p].learn(&sid, t + d);
     w.sessions += 1;
-    let s = Session { pod: p, sid };
+    let mut s = Session {
+        pod: p,
+        sid,
+        killed: None,
+    };
 
     // Namespace connect (`40/services,`) and the first poll, in parallel.
     let t1 = t + d + c.rtt;
@@ -567,15 +573,15 @@ fn polling_session(w: &mut World, c: &mut Client, t: T, leave: T) -> End {
         return End::Closed;
     }
     match c.kind {
-        Kind::WsBlocked => polling_loop(w, c, &s, t2, leave),
+        Kind::WsBlocked => polling_loop(w, c, &mut s, t2, leave),
         Kind::Browser | Kind::Stripped | Kind::Cut60 | Kind::WsOnly => {
-            upgrade_then(w, c, &s, t2, leave)
+            upgrade_then(w, c, &mut s, t2, leave)
         }
     }
 }
 
 /// The websocket probe of a polling session (a long-poll is pending meanwhile).
-fn upgrade_then(w: &mut World, c: &mut Client, s: &Session, t: T, leave: T) -> End {
+fn upgrade_then(w: &mut World, c: &mut Client, s: &mut Session, t: T, leave: T) -> End {
     let Some(u) = w.route(&mut c.sticky, t + 2 * MS) else {
         return polling_loop(w, c, s, t, leave);
     };
@@ -690,7 +696,7 @@ fn upgrade_then(w: &mut World, c: &mut Client, s: &Session, t: T, leave: T) -> E
 /// Long-polling until the session ends: a GET held until theia has something (at the
 /// latest its next ping, `pingInterval` 30 s after the last pong), pongs and messages
 /// by POST.
-fn polling_loop(w: &mut World, c: &mut Client, s: &Session, mut t: T, leave: T) -> End {
+fn polling_loop(w: &mut World, c: &mut Client, s: &mut Session, mut t: T, leave: T) -> End {
     loop {
         let busy = c.rng.chance(c.activity);
         let hold = if busy {
@@ -754,6 +760,7 @@ fn polling_loop(w: &mut World, c: &mut Client, s: &Session, mut t: T, leave: T) 
                 // Cut by the LB: engine.io killed the session; a pong already on its
                 // way meets "Session ID unknown" on the same pod.
                 let at = -at;
+                s.killed = Some(at);
                 if c.rng.chance(0.35) {
                     let tp = at + c.rng.int(2, 60) * MS;
                     let _ = sid_request(w, c, s, tp, "POST", 0, 1, 2);
@@ -893,8 +900,8 @@ pub fn health_checks(w: &mut World) {
         };
         let stop = term.unwrap_or(w.end).min(w.end);
         if let Some(hc) = w.hc {
-            // Three probers, every 15 s each (NEG defaults), from the pod's attachment.
-            for _ in 0..3 {
+            // Two probers, every 15 s each (NEG defaults), from the pod's attachment.
+            for _ in 0..2 {
                 let gfe = gfe_ip(&mut rng);
                 let mut t = ready.max(w.start - 15 * SEC) + rng.int(0, 15 * SEC);
                 while t < stop {

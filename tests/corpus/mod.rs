@@ -15,7 +15,7 @@ mod records;
 mod rng;
 mod world;
 
-pub use cases::{Case, IDS, Want, all, by_name, large};
+pub use cases::{Case, IDS, Want, all, by_name, large, names};
 
 /// The seed the test and the example use unless told otherwise.
 pub const SEED: u64 = 0x50C4_9A0C_14;
