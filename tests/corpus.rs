@@ -16,6 +16,16 @@ use serde_json::Value;
 
 use corpus::{Case, IDS, Want};
 
+/// The corpus, generated once for the tests that read it, and how long that took.
+fn corpus() -> &'static (Vec<Case>, Duration) {
+    static CORPUS: std::sync::OnceLock<(Vec<Case>, Duration)> = std::sync::OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let started = Instant::now();
+        let cases = corpus::all(corpus::SEED, 1.0);
+        (cases, started.elapsed())
+    })
+}
+
 /// A fresh directory under the system's temp dir, removed on drop.
 struct TempDir(PathBuf);
 
@@ -101,9 +111,8 @@ fn ratio(a: u32, b: u32) -> String {
 #[test]
 fn every_case_gets_its_verdicts() {
     let dir = TempDir::new("verdicts");
-    let started = Instant::now();
-    let cases = corpus::all(corpus::SEED, 1.0);
-    let generated = started.elapsed();
+    let (cases, generated) = corpus();
+    let generated = *generated;
     let mut counts = [Counts::default(); 6];
     let mut mismatches = Vec::new();
     let mut largest: Option<(usize, &str, Duration)> = None;
@@ -111,9 +120,26 @@ fn every_case_gets_its_verdicts() {
         "\n{:<22} {:>4} {:>7} {:>6} {:>8}  expected  got     time",
         "case", "pods", "visits", "sids", "records"
     );
-    for case in &cases {
-        let paths = case.write_to(&dir.0).unwrap();
-        let (got, took) = report(&paths);
+    // Two reports at a time; results in case order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(case) = cases.get(k) else { break };
+                    let paths = case.write_to(&dir.0).unwrap();
+                    let r = report(&paths);
+                    out.lock().unwrap().push((k, r));
+                }
+            });
+        }
+    });
+    let mut results = out.into_inner().unwrap();
+    results.sort_by_key(|(k, _)| *k);
+    let results = results.into_iter().map(|(_, r)| r);
+    for (case, (got, took)) in cases.iter().zip(results) {
         let mut got_letters = String::new();
         for (k, id) in IDS.iter().enumerate() {
             let want = case.expected[k];
@@ -277,26 +303,39 @@ fn fixture_lines() -> Vec<Vec<u8>> {
     lines
 }
 
-/// Small cases that between them hold every event and situation: a pod's whole life
-/// with sockproxy's own 502 (a), a cut drain, engine.io errors of every kind.
-fn some_cases(seed: u64) -> Vec<Case> {
-    ["start-stop", "h5-short-drain", "h4-noise", "h2-no-affinity"]
-        .into_iter()
-        .map(|name| corpus::by_name(seed, 0.15, name).unwrap())
+/// The generated lines worth parsing (parsing every record in a debug build takes
+/// long): the short ones (listening, draining, stopped), each case's first 300 (a pod's
+/// start: sockproxy's own 502s, first errors), and 1 in 25 of the rest.
+fn sample(cases: &[Case]) -> Vec<&[u8]> {
+    cases
+        .iter()
+        .flat_map(|c| {
+            c.plain
+                .iter()
+                .enumerate()
+                .filter(|(k, l)| l.len() < 700 || *k < 300 || k % 25 == 0)
+                .map(|(_, l)| l.as_slice())
+        })
         .collect()
 }
 
 #[test]
 fn generated_records_have_the_fields_the_proxy_writes() {
-    let cases = some_cases(corpus::SEED);
-    let generated = field_sets(cases.iter().flat_map(|c| c.plain.iter().map(Vec::as_slice)));
+    let cases = &corpus().0;
+    let lines = sample(cases);
+    let generated = field_sets(lines.iter().copied());
     let fixtures = fixture_lines();
     let real = field_sets(fixtures.iter().map(Vec::as_slice));
     // Keys the contract defines for situations the e2e runs never produced: sockproxy's
     // own answers (502) and the Cloud Logging trace keys (--gcp-project).
-    let situational: BTreeSet<&str> = ["upstream_error", "sio_error", "sio_error.code", "sio_error.message"]
-        .into_iter()
-        .collect();
+    let situational: BTreeSet<&str> = [
+        "upstream_error",
+        "sio_error",
+        "sio_error.code",
+        "sio_error.message",
+    ]
+    .into_iter()
+    .collect();
     let always: BTreeSet<String> = sockproxy::capture::REQUEST_ALWAYS
         .iter()
         .map(|h| format!("headers.{h}"))
@@ -312,7 +351,14 @@ fn generated_records_have_the_fields_the_proxy_writes() {
         )
         .collect();
     let mut problems = Vec::new();
-    for event in ["listening", "request", "upgrade", "tunnel_closed", "draining", "stopped"] {
+    for event in [
+        "listening",
+        "request",
+        "upgrade",
+        "tunnel_closed",
+        "draining",
+        "stopped",
+    ] {
         let (Some((gen_keys, gen_headers)), Some((real_keys, _))) =
             (generated.get(event), real.get(event))
         else {
@@ -321,14 +367,20 @@ fn generated_records_have_the_fields_the_proxy_writes() {
         };
         for k in gen_keys.difference(real_keys) {
             if !situational.contains(k.as_str()) {
-                problems.push(format!("{event}: `{k}` is generated but the proxy never wrote it"));
+                problems.push(format!(
+                    "{event}: `{k}` is generated but the proxy never wrote it"
+                ));
             }
         }
         for k in real_keys.difference(gen_keys) {
-            problems.push(format!("{event}: `{k}` is written by the proxy but never generated"));
+            problems.push(format!(
+                "{event}: `{k}` is written by the proxy but never generated"
+            ));
         }
         for h in gen_headers.difference(&allowed_headers) {
-            problems.push(format!("{event}: header `{h}` is not one the proxy captures"));
+            problems.push(format!(
+                "{event}: header `{h}` is not one the proxy captures"
+            ));
         }
         if matches!(event, "request" | "upgrade") {
             for h in always.difference(gen_headers) {
@@ -337,21 +389,20 @@ fn generated_records_have_the_fields_the_proxy_writes() {
         }
     }
     // Per record too: each request's headers carry the six always-present names.
-    for c in &cases {
-        for line in &c.plain {
-            let v: Value = serde_json::from_slice(line).unwrap();
-            if matches!(v["event"].as_str(), Some("request" | "upgrade")) {
-                let h = v["headers"].as_object().unwrap();
-                for name in sockproxy::capture::REQUEST_ALWAYS.iter() {
-                    assert!(h.contains_key(name.as_str()), "{}: {line:?}", c.name);
-                }
+    for line in &lines {
+        let v: Value = serde_json::from_slice(line).unwrap();
+        if matches!(v["event"].as_str(), Some("request" | "upgrade")) {
+            let h = v["headers"].as_object().unwrap();
+            for name in sockproxy::capture::REQUEST_ALWAYS.iter() {
+                let text = String::from_utf8_lossy(line);
+                assert!(h.contains_key(name.as_str()), "{name} missing: {text}");
             }
         }
     }
     assert!(problems.is_empty(), "field drift:\n{}", problems.join("\n"));
 }
 
-fn digest(cases: &[Case]) -> Vec<(String, u64)> {
+fn digest(cases: &[Case]) -> BTreeMap<String, u64> {
     use std::hash::{Hash, Hasher};
     cases
         .iter()
@@ -368,9 +419,29 @@ fn digest(cases: &[Case]) -> Vec<(String, u64)> {
 
 #[test]
 fn the_generator_is_deterministic() {
-    let a = digest(&some_cases(corpus::SEED));
-    let b = digest(&some_cases(corpus::SEED));
+    // Cases rebuilt one by one give the bytes of the corpus built in parallel.
+    let names = [
+        "start-stop",
+        "scanner-websocket",
+        "h6-four-of-fifty",
+        "h3-hc-root-404",
+    ];
+    let again: Vec<Case> = names
+        .iter()
+        .map(|n| corpus::by_name(corpus::SEED, 1.0, n).unwrap())
+        .collect();
+    let first: Vec<Case> = corpus()
+        .0
+        .iter()
+        .filter(|c| names.contains(&c.name))
+        .cloned()
+        .collect();
+    let (a, b) = (digest(&first), digest(&again));
     assert_eq!(a, b, "the same seed must give the same bytes");
-    let c = digest(&some_cases(corpus::SEED + 1));
+    let other: Vec<Case> = names
+        .iter()
+        .map(|n| corpus::by_name(corpus::SEED + 1, 1.0, n).unwrap())
+        .collect();
+    let c = digest(&other);
     assert_ne!(a, c, "another seed must give other logs");
 }

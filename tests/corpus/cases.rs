@@ -40,18 +40,6 @@ impl Want {
         }
     }
 
-    pub fn from_key(key: &str) -> Option<Want> {
-        [
-            Want::Confirmed,
-            Want::NotConfirmed,
-            Want::Isolated,
-            Want::RuledOut,
-            Want::NoEvidence,
-        ]
-        .into_iter()
-        .find(|w| w.key() == key)
-    }
-
     /// True when the report's verdict `got` meets this expectation.
     pub fn accepts(self, got: &str) -> bool {
         match self {
@@ -226,17 +214,36 @@ fn collect(logs: &[PodLog], plan: Plan, rng: &mut Rng, damage: (i64, i64)) -> Ve
                 Fmt::Prefix
             };
             add("kubectl-logs-l-app-theia.txt".into(), fmt, live, rng);
-            add("cloud-logging-sink.jsonl".into(), Fmt::CloudLines, gone, rng);
+            add(
+                "cloud-logging-sink.jsonl".into(),
+                Fmt::CloudLines,
+                gone,
+                rng,
+            );
         }
         Plan::CloudArray => {
-            add("logs-explorer.json".into(), Fmt::CloudArray, logs.iter().collect(), rng);
+            add(
+                "logs-explorer.json".into(),
+                Fmt::CloudArray,
+                logs.iter().collect(),
+                rng,
+            );
         }
         Plan::Mixed => {
             for (k, p) in live.iter().enumerate() {
-                let fmt = if k % 2 == 0 { Fmt::Plain } else { Fmt::Timestamps };
+                let fmt = if k % 2 == 0 {
+                    Fmt::Plain
+                } else {
+                    Fmt::Timestamps
+                };
                 add(format!("{}.log", p.pod), fmt, vec![p], rng);
             }
-            add("gcloud-logging-read.json".into(), Fmt::CloudArray, gone, rng);
+            add(
+                "gcloud-logging-read.json".into(),
+                Fmt::CloudArray,
+                gone,
+                rng,
+            );
         }
     }
     files
@@ -328,8 +335,6 @@ const H5_NORMAL: &str = "normal rollout: theia closed its sessions at SIGTERM, t
     finished (drained=true), clients came back with fresh handshakes";
 const H6_LONG: &str = "tunnel lifetimes are spread and many lasted over an hour: no cut-off \
     at any fixed duration";
-const H6_SHORT: &str = "no tunnel outlived 30 s or ends cluster at a fixed duration: nothing \
-    tests a timeout";
 
 const BUILDERS: &[(&str, Builder)] = &[
     ("healthy", healthy),
@@ -360,11 +365,6 @@ type Builder = fn(u64, u64, f64) -> Case;
 fn build(seed: u64, scale: f64, k: usize) -> Case {
     let case_seed = seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (BUILDERS[k].1)(case_seed, k as u64, scale)
-}
-
-/// The names of the cases, in order (the large one is apart).
-pub fn names() -> impl Iterator<Item = &'static str> {
-    BUILDERS.iter().map(|(n, _)| *n)
 }
 
 /// All the cases at `scale` (1.0: the sizes the test uses), built on all cores (each
@@ -515,8 +515,10 @@ fn scanner_websocket(seed: u64, k: u64, _scale: f64) -> Case {
         w,
         Plan::PerPod(Fmt::Timestamps),
         [
-            r("20 browser websockets with Upgrade got 101; the scanner's request has no \
-               Sec-WebSocket-Key: not a handshake that lost its Upgrade"),
+            r(
+                "20 browser websockets with Upgrade got 101; the scanner's request has no \
+               Sec-WebSocket-Key: not a handshake that lost its Upgrade",
+            ),
             e(H2_ONE_POD),
             e(H3_UNSEEN),
             r("POSTs and upgrades carry an Origin equal to Host and succeed"),
@@ -559,8 +561,10 @@ fn h1_nginx_no_upgrade(seed: u64, k: u64, scale: f64) -> Case {
         w,
         Plan::Kubectl { timestamps: false },
         [
-            c("every browser websocket attempt, on every pod, arrives with Sec-WebSocket-Key \
-               but no Upgrade and is refused with code 3; no websocket ever opens"),
+            c(
+                "every browser websocket attempt, on every pod, arrives with Sec-WebSocket-Key \
+               but no Upgrade and is refused with code 3; no websocket ever opens",
+            ),
             r("long-polling sessions keep every request on their issuing pod, with 3 pods serving"),
             e(H3_UNSEEN),
             r(H4_OK),
@@ -604,9 +608,11 @@ fn h1_corporate_proxy(seed: u64, k: u64, scale: f64) -> Case {
         w,
         Plan::Mixed,
         [
-            i("only the clients behind one kind of corporate proxy (their own Via entry) lose \
+            i(
+                "only the clients behind one kind of corporate proxy (their own Via entry) lose \
                Upgrade, on every attempt; everyone else's Upgrade reaches the same pods and \
-               gets 101, so the LB and nginx pass it: not the cause of an outage"),
+               gets 101, so the LB and nginx pass it: not the cause of an outage",
+            ),
             r(H2_OK),
             r(H3_OK),
             r(H4_OK),
@@ -637,10 +643,14 @@ fn h2_no_affinity(seed: u64, k: u64, scale: f64) -> Case {
         w,
         Plan::PerPod(Fmt::Prefix),
         [
-            r("the upgrades that reach the issuing pod carry Upgrade and get 101; the refused \
-               ones are code 1, not code 3"),
-            c("most sessions' POSTs, polls and upgrades reach a pod that never issued their \
-               sid and get code 1, continuously, on every pod, with every pod up"),
+            r(
+                "the upgrades that reach the issuing pod carry Upgrade and get 101; the refused \
+               ones are code 1, not code 3",
+            ),
+            c(
+                "most sessions' POSTs, polls and upgrades reach a pod that never issued their \
+               sid and get code 1, continuously, on every pod, with every pod up",
+            ),
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
@@ -675,13 +685,17 @@ fn h2_rollout_affinity(seed: u64, k: u64, scale: f64) -> Case {
         Plan::Kubectl { timestamps: true },
         [
             r(H1_OK),
-            r("between rollouts every session stays on its issuing pod; the only refusals \
+            r(
+                "between rollouts every session stays on its issuing pod; the only refusals \
                are sids of pods that had just drained, which no pod can serve whatever the \
-               affinity (H5's territory)"),
+               affinity (H5's territory)",
+            ),
             e(H3_UNSEEN),
             r(H4_OK),
-            n("normal rollouts: theia closed sessions at SIGTERM, drains finished; one \
-               refusal per moved polling session is the price of any rollout"),
+            n(
+                "normal rollouts: theia closed sessions at SIGTERM, drains finished; one \
+               refusal per moved polling session is the price of any rollout",
+            ),
             r(H6_LONG),
         ],
         &mut rng,
@@ -728,8 +742,10 @@ fn h3_hc_health_404(seed: u64, k: u64, scale: f64) -> Case {
         [
             r("before the change browser websockets with Upgrade got 101"),
             r("before the change sessions stayed on their issuing pod, 3 pods serving"),
-            c("from 25 min on, every GoogleHC check on every pod gets 404 for 95 minutes; new \
-               browser sessions stop reaching any pod at the same moment"),
+            c(
+                "from 25 min on, every GoogleHC check on every pod gets 404 for 95 minutes; new \
+               browser sessions stop reaching any pod at the same moment",
+            ),
             r(H4_OK),
             e(H5_NONE),
             n("websockets opened before the change live on until their tabs close"),
@@ -742,7 +758,7 @@ fn h3_hc_root_404(seed: u64, k: u64, _scale: f64) -> Case {
     let mut w = World::new(seed, morning(k), 1.5, 2);
     w.hc = Some(HealthCheck {
         path: "/",
-        fail_from: Some(w.start - HOUR),
+        fail_from: Some(w.start - 24 * HOUR),
         fail_path: "/",
         fail_status: 404,
         transient: None,
@@ -774,8 +790,10 @@ fn h3_hc_root_404(seed: u64, k: u64, _scale: f64) -> Case {
         [
             e("no websocket request reaches any pod"),
             e("no session beyond an operator's single handshakes"),
-            c("every GoogleHC check on every pod, old and new, gets 404 for the whole window, \
-               and no browser traffic arrives"),
+            c(
+                "every GoogleHC check on every pod, old and new, gets 404 for the whole window, \
+               and no browser traffic arrives",
+            ),
             e("no browser request, so no Origin to compare"),
             n("the rollout's drains found nothing open"),
             e("no tunnel"),
@@ -812,9 +830,11 @@ fn h3_probe_noise(seed: u64, k: u64, scale: f64) -> Case {
         [
             r(H1_OK),
             r(H2_OK),
-            r("GoogleHC passes on every pod all the time except one timeout (one failure \
+            r(
+                "GoogleHC passes on every pod all the time except one timeout (one failure \
                cannot mark a backend unhealthy: the threshold is 2); kube-probe fails only \
-               while theia starts, before the pod is Ready"),
+               while theia starts, before the pod is Ready",
+            ),
             r(H4_OK),
             n(H5_NORMAL),
             r(H6_LONG),
@@ -860,9 +880,11 @@ fn h4_host_localhost(seed: u64, k: u64, scale: f64) -> Case {
             r("polling-first tabs upgrade with Upgrade and get 101"),
             r(H2_OK),
             e(H3_UNSEEN),
-            c("every request with an Origin carries Host localhost:3000; every handshake \
+            c(
+                "every request with an Origin carries Host localhost:3000; every handshake \
                with an Origin is refused with code 4 (400 Forbidden), for most clients, on \
-               every pod"),
+               every pod",
+            ),
             e(H5_NONE),
             r(H6_LONG),
         ],
@@ -887,7 +909,13 @@ fn h4_noise(seed: u64, k: u64, scale: f64) -> Case {
     let mut rng = Rng::new(seed ^ 12);
     // Tabs restored after a night away: their connection-token cookie belongs to a
     // theia process that is gone; refused (code 4, Origin = Host) until reloaded.
-    for kind in [Kind::WsOnly, Kind::WsOnly, Kind::WsOnly, Kind::Browser, Kind::Browser] {
+    for kind in [
+        Kind::WsOnly,
+        Kind::WsOnly,
+        Kind::WsOnly,
+        Kind::Browser,
+        Kind::Browser,
+    ] {
         let mut c = Client::new(&mut w, kind);
         c.token = Some(rng.u64());
         let t0 = w.start + secs(rng.range(300.0, 9000.0));
@@ -897,7 +925,14 @@ fn h4_noise(seed: u64, k: u64, scale: f64) -> Case {
     let ip = clients::public_ip(&mut rng);
     let mut t = w.start + secs(rng.range(60.0, 900.0));
     while t < w.end {
-        clients::bot(&mut w, &mut rng, t, Bot::ForeignOrigin, &ip, "python-requests/2.32.3");
+        clients::bot(
+            &mut w,
+            &mut rng,
+            t,
+            Bot::ForeignOrigin,
+            &ip,
+            "python-requests/2.32.3",
+        );
         t += secs(rng.range(300.0, 1800.0));
     }
     clients::scanners(&mut w, 5.0);
@@ -912,9 +947,11 @@ fn h4_noise(seed: u64, k: u64, scale: f64) -> Case {
             r(H1_OK),
             r(H2_OK),
             e(H3_UNSEEN),
-            i("the only Origin/Host mismatch is one bot's foreign Origin, refused correctly; \
+            i(
+                "the only Origin/Host mismatch is one bot's foreign Origin, refused correctly; \
                browsers' Origin equals Host; the other code-4 refusals have a matching \
-               Origin (Theia's connection-token check), not a rewritten Host"),
+               Origin (Theia's connection-token check), not a rewritten Host",
+            ),
             e(H5_NONE),
             r(H6_LONG),
         ],
@@ -954,12 +991,16 @@ fn h5_short_drain(seed: u64, k: u64, scale: f64) -> Case {
         Plan::Kubectl { timestamps: true },
         [
             r(H1_OK),
-            r("between rollouts sessions stay on their issuing pod; cross-pod refusals come \
-               only right after a drain, for the drained pod's sids"),
+            r(
+                "between rollouts sessions stay on their issuing pod; cross-pod refusals come \
+               only right after a drain, for the drained pod's sids",
+            ),
             e(H3_UNSEEN),
             r(H4_OK),
-            c("every drain is cut short (drained=false): tunnels closed by shutdown and \
-               long-polls cut while busy, then refusals of the drained pods' sids"),
+            c(
+                "every drain is cut short (drained=false): tunnels closed by shutdown and \
+               long-polls cut while busy, then refusals of the drained pods' sids",
+            ),
             r(H6_LONG),
         ],
         &mut rng,
@@ -996,8 +1037,10 @@ fn h5_normal_rollouts(seed: u64, k: u64, scale: f64) -> Case {
             r(H2_OK),
             e(H3_UNSEEN),
             r(H4_OK),
-            n("every drain finished (drained=true) with sessions closed by theia and clients \
-               back through fresh handshakes; startup 502s come before theia is up"),
+            n(
+                "every drain finished (drained=true) with sessions closed by theia and clients \
+               back through fresh handshakes; startup 502s come before theia is up",
+            ),
             n("rollouts every 40 minutes end tunnels at varied lifetimes"),
         ],
         &mut rng,
@@ -1033,9 +1076,11 @@ fn h6_lb_timeout_30(seed: u64, k: u64, scale: f64) -> Case {
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
-            c("every tunnel that outlived the others ends at 29.9-30.0 s, closed by the \
+            c(
+                "every tunnel that outlived the others ends at 29.9-30.0 s, closed by the \
                client side, followed by a new handshake; long-polls cut at 30.0 s then \
-               \"Session ID unknown\" on the same pod"),
+               \"Session ID unknown\" on the same pod",
+            ),
         ],
         &mut rng,
     )
@@ -1069,8 +1114,10 @@ fn h6_lb_timeout_60(seed: u64, k: u64, scale: f64) -> Case {
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
-            c("every tunnel whose tab stayed open ends at 59.9-60.0 s, closed by the client \
-               side, and reconnects"),
+            c(
+                "every tunnel whose tab stayed open ends at 59.9-60.0 s, closed by the client \
+               side, and reconnects",
+            ),
         ],
         &mut rng,
     )
@@ -1105,8 +1152,10 @@ fn h6_tab_closes(seed: u64, k: u64, scale: f64) -> Case {
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
-            r("lifetimes spread from seconds to hours (closed by tab closes); many tunnels \
-               lived over an hour, far beyond 30 s, 60 s or 3600 s"),
+            r(
+                "lifetimes spread from seconds to hours (closed by tab closes); many tunnels \
+               lived over an hour, far beyond 30 s, 60 s or 3600 s",
+            ),
         ],
         &mut rng,
     )
@@ -1117,7 +1166,11 @@ fn h6_four_of_fifty(seed: u64, k: u64, _scale: f64) -> Case {
     w.initial_pods(1, Template::SEED);
     let mut rng = Rng::new(seed ^ 18);
     for j in 0..50 {
-        let kind = if j % 12 == 5 { Kind::Cut60 } else { Kind::Browser };
+        let kind = if j % 12 == 5 {
+            Kind::Cut60
+        } else {
+            Kind::Browser
+        };
         let mut c = Client::new(&mut w, kind);
         let t0 = w.start + secs(rng.range(60.0, 1.5 * 3600.0));
         let leave = if kind == Kind::Cut60 {
@@ -1140,8 +1193,10 @@ fn h6_four_of_fifty(seed: u64, k: u64, _scale: f64) -> Case {
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
-            i("4 tunnels end at ~60 s (a cut-off on their path), but 46 outlive 60 s by \
-               hours: the LB timeout is not 60 s; neither confirmed nor ruled out"),
+            i(
+                "4 tunnels end at ~60 s (a cut-off on their path), but 46 outlive 60 s by \
+               hours: the LB timeout is not 60 s; neither confirmed nor ruled out",
+            ),
         ],
         &mut rng,
     )
@@ -1168,8 +1223,10 @@ fn multi_h2_h6(seed: u64, k: u64, scale: f64) -> Case {
         Plan::Kubectl { timestamps: true },
         [
             r("upgrades reaching the issuing pod carry Upgrade and get 101"),
-            c("about half of the sessions' later requests reach the other pod, which never \
-               issued their sid, and get code 1, all the time"),
+            c(
+                "about half of the sessions' later requests reach the other pod, which never \
+               issued their sid, and get code 1, all the time",
+            ),
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
@@ -1209,13 +1266,17 @@ fn multi_h1_h5(seed: u64, k: u64, scale: f64) -> Case {
         w,
         Plan::Mixed,
         [
-            c("every browser websocket attempt arrives with Sec-WebSocket-Key but no Upgrade \
-               and is refused with code 3"),
+            c(
+                "every browser websocket attempt arrives with Sec-WebSocket-Key but no Upgrade \
+               and is refused with code 3",
+            ),
             r("between rollouts long-polling sessions stay on their issuing pod"),
             e(H3_UNSEEN),
             r(H4_OK),
-            c("every drain is cut short (drained=false) with long-polls pending; the drained \
-               pods' sids are refused elsewhere right after"),
+            c(
+                "every drain is cut short (drained=false) with long-polls pending; the drained \
+               pods' sids are refused elsewhere right after",
+            ),
             n("no websocket opened; polls end at the server's ping"),
         ],
         &mut rng,
@@ -1251,8 +1312,10 @@ fn multi_h4_h6(seed: u64, k: u64, scale: f64) -> Case {
             r("polling-first tabs upgrade with Upgrade and get 101"),
             r(H2_OK),
             e(H3_UNSEEN),
-            c("every handshake with an Origin is refused with code 4 while Host is \
-               localhost:3000: half the clients never connect"),
+            c(
+                "every handshake with an Origin is refused with code 4 while Host is \
+               localhost:3000: half the clients never connect",
+            ),
             e(H5_NONE),
             c("every websocket that opens ends at 29.9-30.0 s, closed by the client side"),
         ],
@@ -1291,8 +1354,3 @@ pub fn large(seed: u64, scale: f64) -> Case {
         &mut rng,
     )
 }
-
-#[allow(dead_code)] // kept for the reasons table when a case wants it
-const _UNUSED: &str = H6_SHORT;
-#[allow(dead_code)]
-const _SEC: T = SEC;

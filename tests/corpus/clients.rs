@@ -60,7 +60,12 @@ impl Client {
         let corp = matches!(kind, Kind::WsBlocked | Kind::Stripped | Kind::Cut60).then(|| {
             let host = rng.pick(&["proxy.corp.example", "gw1.bank.example", "bc-proxy.eu"]);
             (
-                format!("10.{}.{}.{}", rng.int(1, 250), rng.int(0, 255), rng.int(2, 254)),
+                format!(
+                    "10.{}.{}.{}",
+                    rng.int(1, 250),
+                    rng.int(0, 255),
+                    rng.int(2, 254)
+                ),
                 format!("1.1 {host}:3128 (squid/5.7)"),
             )
         });
@@ -167,10 +172,7 @@ fn browser_headers(
     let gfe = gfe_ip(&mut c.rng);
     if nginx.forwarded_headers {
         h.push(("x-real-ip", gfe.clone()));
-        h.push((
-            "x-forwarded-for",
-            format!("{chain}, {}, {gfe}", w.lb_ip),
-        ));
+        h.push(("x-forwarded-for", format!("{chain}, {}, {gfe}", w.lb_ip)));
         h.push(("x-forwarded-proto", "http".into()));
     } else {
         h.push(("x-forwarded-for", format!("{chain}, {}", w.lb_ip)));
@@ -199,7 +201,10 @@ fn browser_headers(
     if w.affinity {
         cookie.push_str(&format!("GCLB={}; ", c.gclb));
     }
-    cookie.push_str(&format!("theia-connection-token={:x}", c.token.unwrap_or(0)));
+    cookie.push_str(&format!(
+        "theia-connection-token={:x}",
+        c.token.unwrap_or(0)
+    ));
     h.push(("cookie", cookie));
     h.push(("x-cloud-trace-context", trace_header(&mut c.rng)));
     if s.fix_origin {
@@ -288,7 +293,11 @@ fn aborted(ex: &mut Ex, outcome: Outcome) {
 }
 
 fn open_packet(sid: &str, websocket_only: bool) -> String {
-    let upgrades = if websocket_only { "[]" } else { "[\"websocket\"]" };
+    let upgrades = if websocket_only {
+        "[]"
+    } else {
+        "[\"websocket\"]"
+    };
     format!(
         "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":30000,\"pingTimeout\":60000,\"maxPayload\":100000000}}"
     )
@@ -297,7 +306,12 @@ fn open_packet(sid: &str, websocket_only: bool) -> String {
 /// True when Theia ≥ 1.73's origin validator refuses a handshake: an Origin whose
 /// host (with port) is not the Host header.
 fn origin_refused(w: &World, headers: &[(&'static str, String)]) -> bool {
-    let get = |k: &str| headers.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.as_str())
+    };
     match get("origin") {
         None => false,
         Some(o) => {
@@ -396,7 +410,11 @@ fn page_load(w: &mut World, c: &mut Client, t: T) -> T {
     let mut at = t;
     for (path, ctype, size) in [
         ("/", "text/html; charset=UTF-8", 4_512u64),
-        ("/bundle.js", "application/javascript; charset=UTF-8", 9_812_133),
+        (
+            "/bundle.js",
+            "application/javascript; charset=UTF-8",
+            9_812_133,
+        ),
     ] {
         let nginx = w.pods[p].nginx;
         let mut ex = base_ex("GET", path, None);
@@ -528,7 +546,10 @@ fn polling_session(w: &mut World, c: &mut Client, t: T, leave: T) -> End {
             opened: false,
         };
     }
-    if origin_refused(w, &ex.headers) || c.token.is_some_and(|k| w.token_check && k != w.pods[p].token) {
+    if origin_refused(w, &ex.headers)
+        || c.token
+            .is_some_and(|k| w.token_check && k != w.pods[p].token)
+    {
         json_error(&mut ex, 4);
         w.pods[p].exchange(t, d, ex, true);
         return End::Retry {
@@ -735,11 +756,7 @@ fn polling_loop(w: &mut World, c: &mut Client, s: &mut Session, mut t: T, leave:
                 return End::Closed;
             }
         }
-        let bytes = if busy {
-            c.rng.int(30, 6000) as u64
-        } else {
-            1
-        };
+        let bytes = if busy { c.rng.int(30, 6000) as u64 } else { 1 };
         match sid_request(w, c, s, t, "GET", hold, 0, bytes) {
             Ok(end) => {
                 t = end + c.rtt / 2;
@@ -820,7 +837,8 @@ fn ws_only_session(w: &mut World, c: &mut Client, t: T, leave: T) -> End {
         json_error(&mut ex, 3);
         true
     } else if origin_refused(w, &ex.headers)
-        || c.token.is_some_and(|k| w.token_check && k != w.pods[p].token)
+        || c.token
+            .is_some_and(|k| w.token_check && k != w.pods[p].token)
     {
         raw_error(&mut ex, 4);
         true
@@ -908,12 +926,15 @@ pub fn health_checks(w: &mut World) {
                     let failing = hc.fail_from.is_some_and(|f| t >= f);
                     let path = if failing { hc.fail_path } else { hc.path };
                     let mut ex = base_ex("GET", path, None);
-                    ex.headers = probe_headers(w, p, &gfe, "GoogleHC/1.0", false);
+                    ex.headers = probe_headers(w, p, &gfe, "GoogleHC/1.0");
                     let mut d = secs(0.0008 + rng.exp(0.003));
                     if t < theia_up {
                         own_502(&mut ex);
                         d /= 4;
-                    } else if hc.transient.is_some_and(|x| (t - x).abs() < 7 * SEC && p == 0) {
+                    } else if hc
+                        .transient
+                        .is_some_and(|x| (t - x).abs() < 7 * SEC && p == 0)
+                    {
                         aborted(&mut ex, Outcome::ClientAborted);
                         d = 15 * SEC;
                     } else if failing {
@@ -936,7 +957,7 @@ pub fn health_checks(w: &mut World) {
             t = t.max(w.start - 10 * SEC);
             while t < stop {
                 let mut ex = base_ex("GET", path, None);
-                ex.headers = probe_headers(w, p, &node_ip, "kube-probe/1.29", true);
+                ex.headers = probe_headers(w, p, &node_ip, "kube-probe/1.29");
                 let mut d = secs(0.0008 + rng.exp(0.002));
                 if t < theia_up {
                     own_502(&mut ex);
@@ -953,13 +974,7 @@ pub fn health_checks(w: &mut World) {
     }
 }
 
-fn probe_headers(
-    w: &World,
-    p: usize,
-    from: &str,
-    ua: &str,
-    kubelet: bool,
-) -> Vec<(&'static str, String)> {
+fn probe_headers(w: &World, p: usize, from: &str, ua: &str) -> Vec<(&'static str, String)> {
     let pod = &w.pods[p];
     let mut h = vec![
         (
@@ -982,7 +997,6 @@ fn probe_headers(
         h.push(("x-forwarded-for", from.to_string()));
         h.push(("x-forwarded-proto", "http".to_string()));
     }
-    let _ = kubelet;
     h
 }
 
@@ -1035,11 +1049,17 @@ pub fn bot(w: &mut World, rng: &mut Rng, t: T, kind: Bot, ip: &str, ua: &str) {
         ),
         Bot::Handshake | Bot::ForeignOrigin => (
             "/socket.io/",
-            Some(format!("EIO=4&transport=polling&t={}", cache_buster(rng, t))),
+            Some(format!(
+                "EIO=4&transport=polling&t={}",
+                cache_buster(rng, t)
+            )),
         ),
         Bot::OldEio => (
             "/socket.io/",
-            Some(format!("EIO=3&transport=polling&t={}", cache_buster(rng, t))),
+            Some(format!(
+                "EIO=3&transport=polling&t={}",
+                cache_buster(rng, t)
+            )),
         ),
         Bot::NoTransport => ("/socket.io/", None),
         Bot::WebsocketProbe => ("/socket.io/", Some("EIO=4&transport=websocket".to_string())),
@@ -1184,8 +1204,12 @@ pub fn visit_length(rng: &mut Rng) -> T {
     secs(s)
 }
 
-/// Visits arriving over the window (Poisson, `n` expected), each tab by a client of a
-/// kind drawn from `mix` (weights), lasting `length`.
+/// How long before the window visits may start: the window opens on a cluster already
+/// in use (`kubectl logs --since`, a Cloud Logging time range).
+pub const LEAD: T = 2 * 3600 * SEC;
+
+/// Visits arriving over the window (Poisson, `n` expected inside it, more before it),
+/// each tab by a client of a kind drawn from `mix` (weights), lasting `length`.
 pub fn traffic(
     w: &mut World,
     n: usize,
@@ -1194,9 +1218,11 @@ pub fn traffic(
 ) {
     let mut rng = w.rng.fork(0x7AFF);
     let span = (w.end - w.start) as f64;
+    let lead = LEAD.min(w.start - w.pods.iter().map(|p| p.ready).min().unwrap_or(w.start));
+    let total_n = (n as f64 * (span + lead as f64) / span).round() as usize;
     let total: f64 = mix.iter().map(|(_, x)| x).sum();
-    for _ in 0..n {
-        let t0 = w.start + (rng.unit() * span) as T;
+    for _ in 0..total_n {
+        let t0 = w.start - lead + (rng.unit() * (span + lead as f64)) as T;
         let mut r = rng.unit() * total;
         let mut kind = mix[0].0;
         for (k, x) in mix {
@@ -1208,6 +1234,9 @@ pub fn traffic(
         }
         let mut c = Client::new(w, kind);
         let leave = t0 + length(&mut rng, kind);
+        if leave < w.start {
+            continue;
+        }
         visit(w, &mut c, t0, leave);
     }
 }

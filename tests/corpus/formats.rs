@@ -73,7 +73,10 @@ fn stderr_line(rng: &mut Rng, t: T) -> Vec<u8> {
 /// The top-level members of a JSON object's text, as (key, raw value) slices.
 fn members(obj: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut out = Vec::with_capacity(24);
-    let mut i = obj.iter().position(|b| *b == b'{').map_or(obj.len(), |p| p + 1);
+    let mut i = obj
+        .iter()
+        .position(|b| *b == b'{')
+        .map_or(obj.len(), |p| p + 1);
     let structural = |b: &u8| matches!(b, b'"' | b'{' | b'}' | b'[' | b']' | b',');
     while i < obj.len() {
         // The key: a string without escapes (every key the sink writes is plain).
@@ -278,7 +281,9 @@ pub fn write(name: &str, fmt: Fmt, pods: &[&PodLog], rng: &mut Rng) -> File {
                 for l in &p.lines {
                     match fmt {
                         Fmt::Prefix | Fmt::PrefixTimestamps => {
-                            bytes.extend_from_slice(format!("[pod/{}/sockproxy] ", p.pod).as_bytes());
+                            bytes.extend_from_slice(
+                                format!("[pod/{}/sockproxy] ", p.pod).as_bytes(),
+                            );
                         }
                         _ => {}
                     }
@@ -312,13 +317,21 @@ pub fn damage(file: &mut File, pods: &[&PodLog], n: usize, rng: &mut Rng) {
     let marks: Vec<(bool, T)> = if file.fmt.cloud() {
         let mut v: Vec<(bool, T)> = pods
             .iter()
-            .flat_map(|p| p.lines.iter().map(|l| (l.expendable && !l.lifecycle, l.clock)))
+            .flat_map(|p| {
+                p.lines
+                    .iter()
+                    .map(|l| (l.expendable && !l.lifecycle, l.clock))
+            })
             .collect();
         v.sort_by_key(|(_, t)| *t);
         v
     } else {
         pods.iter()
-            .flat_map(|p| p.lines.iter().map(|l| (l.expendable && !l.lifecycle, l.clock)))
+            .flat_map(|p| {
+                p.lines
+                    .iter()
+                    .map(|l| (l.expendable && !l.lifecycle, l.clock))
+            })
             .collect()
     };
     let mut lines: Vec<Vec<u8>> = file
@@ -418,7 +431,13 @@ mod tests {
         assert_eq!(e["spanId"], "00000000000000ff");
         assert_eq!(e["resource"]["labels"]["pod_name"], "theia-x");
         let p = e["jsonPayload"].as_object().unwrap();
-        for gone in ["time", "severity", "httpRequest", "pod", "logging.googleapis.com/trace"] {
+        for gone in [
+            "time",
+            "severity",
+            "httpRequest",
+            "pod",
+            "logging.googleapis.com/trace",
+        ] {
             assert!(!p.contains_key(gone), "{gone}");
         }
         assert_eq!(p["headers"], rec["headers"]);

@@ -92,7 +92,12 @@ fn remote_ip(headers: &Snapshot, client: &str) -> String {
         .and_then(|v| v.split(',').next())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| client.rsplit_once(':').map_or(client, |(ip, _)| ip).to_string())
+        .unwrap_or_else(|| {
+            client
+                .rsplit_once(':')
+                .map_or(client, |(ip, _)| ip)
+                .to_string()
+        })
 }
 
 /// The record's human line, as src/exchange.rs `message()` writes it.
