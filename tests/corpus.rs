@@ -330,9 +330,8 @@ fn generated_records_have_the_fields_the_proxy_writes() {
     // own answers (502) and the Cloud Logging trace keys (--gcp-project).
     let situational: BTreeSet<&str> = [
         "upstream_error",
-        "sio_error",
-        "sio_error.code",
-        "sio_error.message",
+        "logging.googleapis.com/trace",
+        "logging.googleapis.com/spanId",
     ]
     .into_iter()
     .collect();

@@ -704,6 +704,8 @@ fn h2_rollout_affinity(seed: u64, k: u64, scale: f64) -> Case {
 
 fn h3_hc_health_404(seed: u64, k: u64, scale: f64) -> Case {
     let mut w = World::new(seed, morning(k), 2.0, 2);
+    // Run with --gcp-project to correlate with the LB's logs.
+    w.project = Some("coditect-prod");
     let switch = w.start + secs(25.0 * 60.0);
     w.hc = Some(HealthCheck {
         path: "/",
@@ -1230,7 +1232,10 @@ fn multi_h2_h6(seed: u64, k: u64, scale: f64) -> Case {
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
-            c("every websocket that opens ends at 29.9-30.0 s, closed by the client side"),
+            c(
+                "every websocket that outlives its upgrade's first second (the others die \
+               with their session) ends at 29.9-30.0 s, closed by the client side",
+            ),
         ],
         &mut rng,
     )
@@ -1334,7 +1339,7 @@ pub fn large(seed: u64, scale: f64) -> Case {
     };
     w.initial_pods(10, tpl);
     w.rollout(w.start + secs(3.0 * 3600.0), tpl);
-    traffic(&mut w, scaled(9000, scale), NORMAL_MIX, usual());
+    traffic(&mut w, scaled(6500, scale), NORMAL_MIX, usual());
     clients::health_checks(&mut w);
     clients::scanners(&mut w, 10.0);
     let mut rng = Rng::new(seed ^ 0x1A56E);
