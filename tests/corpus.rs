@@ -444,3 +444,178 @@ fn the_generator_is_deterministic() {
     let c = digest(&other);
     assert_ne!(a, c, "another seed must give other logs");
 }
+
+/// The records of case `name` whose text contains `needle`, parsed.
+fn records_with(cases: &[Case], name: &str, needle: &str) -> Vec<Value> {
+    let case = cases.iter().find(|c| c.name == name).unwrap();
+    case.plain
+        .iter()
+        .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
+
+fn secs_of(v: &Value) -> f64 {
+    v["duration_ms"].as_f64().unwrap() / 1000.0
+}
+
+/// What each case's story says is in its records (so the ground truth stays true when
+/// the generator changes).
+#[test]
+fn each_case_holds_what_its_story_says() {
+    let cases = &corpus().0;
+    let ws = "transport=websocket";
+
+    // (a): one early 502, ten sessions each with a 101 and a client-closed tunnel, a
+    // drain with nothing open that finishes.
+    let own = records_with(cases, "start-stop", "upstream_unreachable");
+    assert_eq!(own.len(), 1, "one early 502");
+    let tunnels = records_with(cases, "start-stop", "\"event\":\"tunnel_closed\"");
+    assert_eq!(tunnels.len(), 10);
+    assert!(
+        tunnels
+            .iter()
+            .all(|t| t["closed_by"] == "client" && secs_of(t) < 30.0)
+    );
+    let draining = records_with(cases, "start-stop", "\"event\":\"draining\"");
+    assert_eq!(
+        (
+            draining[0]["open_tunnels"].as_u64(),
+            draining[0]["open_requests"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    let stopped = records_with(cases, "start-stop", "\"event\":\"stopped\"");
+    assert_eq!(stopped[0]["drained"], true);
+
+    // (b): one websocket request without Upgrade: the scanner's, keyless, sid-less.
+    let no_upgrade: Vec<Value> = records_with(cases, "scanner-websocket", ws)
+        .into_iter()
+        .filter(|r| r["event"] == "request" && r["headers"]["upgrade"].is_null())
+        .collect();
+    assert_eq!(no_upgrade.len(), 1);
+    let h = &no_upgrade[0]["headers"];
+    assert!(h.get("sec-websocket-key").is_none() && no_upgrade[0]["sio"]["sid"].is_null());
+    assert_eq!(
+        records_with(cases, "scanner-websocket", "\"event\":\"upgrade\"").len(),
+        20
+    );
+
+    // H1: no websocket opens when nginx drops Upgrade; every browser attempt has a key.
+    assert!(records_with(cases, "h1-nginx-no-upgrade", "\"event\":\"upgrade\"").is_empty());
+    let attempts: Vec<Value> = records_with(cases, "h1-nginx-no-upgrade", "sec-websocket-key");
+    assert!(attempts.len() > 50);
+    assert!(
+        attempts
+            .iter()
+            .all(|r| r["headers"]["upgrade"].is_null() && r["sio_error"]["code"] == 3)
+    );
+    // Behind corporate proxies: only clients whose Via names their proxy, a few percent.
+    let stripped: Vec<Value> = records_with(cases, "h1-corporate-proxy", "sec-websocket-key")
+        .into_iter()
+        .filter(|r| r["headers"]["upgrade"].is_null())
+        .collect();
+    let upgrades = records_with(cases, "h1-corporate-proxy", "\"event\":\"upgrade\"").len();
+    assert!(!stripped.is_empty() && stripped.len() * 20 < upgrades);
+    assert!(
+        stripped
+            .iter()
+            .all(|r| r["headers"]["via"].as_str().unwrap().contains("squid"))
+    );
+
+    // H2: refusals of other pods' sids on every pod, all the time; none with affinity
+    // except right after a drain.
+    let refused = records_with(cases, "h2-no-affinity", "sid_not_issued_here");
+    let pods: BTreeSet<&str> = refused.iter().map(|r| r["pod"].as_str().unwrap()).collect();
+    assert!(refused.len() > 500 && pods.len() == 3);
+    let drains = records_with(cases, "h2-rollout-affinity", "\"event\":\"draining\"");
+    let drain_times: Vec<i64> = drains
+        .iter()
+        .map(|d| millis(d["time"].as_str().unwrap()))
+        .collect();
+    for r in records_with(cases, "h2-rollout-affinity", "sid_not_issued_here") {
+        let t = millis(r["time"].as_str().unwrap());
+        assert!(
+            drain_times.iter().any(|d| (t - d).abs() < 20_000),
+            "a refusal away from any drain: {r}"
+        );
+    }
+
+    // H3: after the change, every GoogleHC check gets 404.
+    let hc = records_with(cases, "h3-hc-health-404", "GoogleHC");
+    let late: Vec<&Value> = hc.iter().filter(|r| r["path"] == "/health").collect();
+    assert!(late.len() > 500 && late.iter().all(|r| r["status"] == 404));
+    let root = records_with(cases, "h3-hc-root-404", "GoogleHC");
+    assert!(root.len() > 500 && root.iter().all(|r| r["status"] == 404));
+
+    // H4: Host is localhost:3000 everywhere, and code 4 refuses most handshakes.
+    let forbidden = records_with(cases, "h4-host-localhost", "\"forbidden\"");
+    assert!(forbidden.len() > 1000);
+    assert!(
+        forbidden
+            .iter()
+            .all(|r| r["headers"]["host"] == "localhost:3000")
+    );
+    let mismatched = records_with(cases, "h4-noise", "origin_host_mismatch");
+    assert!(
+        mismatched
+            .iter()
+            .all(|r| r["headers"]["origin"] == "https://evil.example")
+    );
+
+    // H5: every drain cut short, or every drain finished.
+    let cut = records_with(cases, "h5-short-drain", "\"event\":\"stopped\"");
+    assert!(cut.len() == 9 && cut.iter().all(|s| s["drained"] == false));
+    let fine = records_with(cases, "h5-normal-rollouts", "\"event\":\"stopped\"");
+    assert!(fine.len() == 16 && fine.iter().all(|s| s["drained"] == true));
+
+    // H6: tunnels that live past their first second end at the timeout.
+    for (name, lo, hi) in [
+        ("h6-lb-timeout-30", 29.9, 30.05),
+        ("h6-lb-timeout-60", 59.9, 60.05),
+        ("multi-h2-h6", 29.9, 30.05),
+        ("multi-h4-h6", 29.9, 30.05),
+    ] {
+        let t = records_with(cases, name, "\"event\":\"tunnel_closed\"");
+        let lived: Vec<f64> = t.iter().map(secs_of).filter(|s| *s > 1.0).collect();
+        let at = lived.iter().filter(|s| (lo..=hi).contains(*s)).count();
+        assert!(
+            at * 10 >= lived.len() * 9,
+            "{name}: {at} of {}",
+            lived.len()
+        );
+    }
+    let t: Vec<f64> = records_with(cases, "h6-four-of-fifty", "\"event\":\"tunnel_closed\"")
+        .iter()
+        .map(secs_of)
+        .collect();
+    assert_eq!(t.iter().filter(|s| (59.8..=60.05).contains(*s)).count(), 4);
+    assert!(t.iter().filter(|s| **s > 3600.0).count() >= 40);
+    let t: Vec<f64> = records_with(cases, "h6-tab-closes", "\"event\":\"tunnel_closed\"")
+        .iter()
+        .map(secs_of)
+        .collect();
+    assert!(t.iter().filter(|s| **s > 3600.0).count() >= 10);
+    assert!(t.iter().filter(|s| (29.9..=30.05).contains(*s)).count() * 20 < t.len());
+    // A long-poll the LB cut kills the session: later requests get code 1 on that pod.
+    let same_pod = records_with(cases, "h6-lb-timeout-30", "sid_unknown")
+        .into_iter()
+        .filter(|r| {
+            !r["flags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "sid_not_issued_here")
+        })
+        .count();
+    assert!(same_pod > 0);
+}
+
+/// Milliseconds of an RFC 3339 time (for distances between records).
+fn millis(t: &str) -> i64 {
+    humantime::parse_rfc3339(t)
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
