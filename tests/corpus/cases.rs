@@ -40,18 +40,6 @@ impl Want {
         }
     }
 
-    pub fn from_key(key: &str) -> Option<Want> {
-        [
-            Want::Confirmed,
-            Want::NotConfirmed,
-            Want::Isolated,
-            Want::RuledOut,
-            Want::NoEvidence,
-        ]
-        .into_iter()
-        .find(|w| w.key() == key)
-    }
-
     /// True when the report's verdict `got` meets this expectation.
     pub fn accepts(self, got: &str) -> bool {
         match self {
@@ -347,52 +335,70 @@ const H5_NORMAL: &str = "normal rollout: theia closed its sessions at SIGTERM, t
     finished (drained=true), clients came back with fresh handshakes";
 const H6_LONG: &str = "tunnel lifetimes are spread and many lasted over an hour: no cut-off \
     at any fixed duration";
-const H6_SHORT: &str = "no tunnel outlived 30 s or ends cluster at a fixed duration: nothing \
-    tests a timeout";
 
-/// All the cases at `scale` (1.0: the sizes the test uses).
-pub fn all(seed: u64, scale: f64) -> Vec<Case> {
-    let builders: Vec<(&str, Builder)> = vec![
-        ("healthy", healthy),
-        ("start-stop", start_stop),
-        ("scanner-websocket", scanner_websocket),
-        ("h1-nginx-no-upgrade", h1_nginx_no_upgrade),
-        ("h1-corporate-proxy", h1_corporate_proxy),
-        ("h2-no-affinity", h2_no_affinity),
-        ("h2-rollout-affinity", h2_rollout_affinity),
-        ("h3-hc-health-404", h3_hc_health_404),
-        ("h3-hc-root-404", h3_hc_root_404),
-        ("h3-probe-noise", h3_probe_noise),
-        ("h4-host-localhost", h4_host_localhost),
-        ("h4-noise", h4_noise),
-        ("h5-short-drain", h5_short_drain),
-        ("h5-normal-rollouts", h5_normal_rollouts),
-        ("h6-lb-timeout-30", h6_lb_timeout_30),
-        ("h6-lb-timeout-60", h6_lb_timeout_60),
-        ("h6-tab-closes", h6_tab_closes),
-        ("h6-four-of-fifty", h6_four_of_fifty),
-        ("multi-h2-h6", multi_h2_h6),
-        ("multi-h1-h5", multi_h1_h5),
-        ("multi-h4-h6", multi_h4_h6),
-    ];
-    builders
-        .into_iter()
-        .enumerate()
-        .map(|(k, (_, b))| {
-            let case_seed = seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            b(case_seed, k as u64, scale)
-        })
-        .collect()
-}
+const BUILDERS: &[(&str, Builder)] = &[
+    ("healthy", healthy),
+    ("start-stop", start_stop),
+    ("scanner-websocket", scanner_websocket),
+    ("h1-nginx-no-upgrade", h1_nginx_no_upgrade),
+    ("h1-corporate-proxy", h1_corporate_proxy),
+    ("h2-no-affinity", h2_no_affinity),
+    ("h2-rollout-affinity", h2_rollout_affinity),
+    ("h3-hc-health-404", h3_hc_health_404),
+    ("h3-hc-root-404", h3_hc_root_404),
+    ("h3-probe-noise", h3_probe_noise),
+    ("h4-host-localhost", h4_host_localhost),
+    ("h4-noise", h4_noise),
+    ("h5-short-drain", h5_short_drain),
+    ("h5-normal-rollouts", h5_normal_rollouts),
+    ("h6-lb-timeout-30", h6_lb_timeout_30),
+    ("h6-lb-timeout-60", h6_lb_timeout_60),
+    ("h6-tab-closes", h6_tab_closes),
+    ("h6-four-of-fifty", h6_four_of_fifty),
+    ("multi-h2-h6", multi_h2_h6),
+    ("multi-h1-h5", multi_h1_h5),
+    ("multi-h4-h6", multi_h4_h6),
+];
 
 type Builder = fn(u64, u64, f64) -> Case;
+
+fn build(seed: u64, scale: f64, k: usize) -> Case {
+    let case_seed = seed ^ (k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (BUILDERS[k].1)(case_seed, k as u64, scale)
+}
+
+/// All the cases at `scale` (1.0: the sizes the test uses), built on all cores (each
+/// case is deterministic on its own, so the order of work does not matter).
+pub fn all(seed: u64, scale: f64) -> Vec<Case> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(BUILDERS.len()) {
+            s.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if k >= BUILDERS.len() {
+                        break;
+                    }
+                    let case = build(seed, scale, k);
+                    done.lock().unwrap().push((k, case));
+                }
+            });
+        }
+    });
+    let mut cases = done.into_inner().unwrap();
+    cases.sort_by_key(|(k, _)| *k);
+    cases.into_iter().map(|(_, c)| c).collect()
+}
 
 /// Builds the case named `name`, or the large one (`large`).
 pub fn by_name(seed: u64, scale: f64, name: &str) -> Option<Case> {
     if name == "large" {
         return Some(large(seed, scale));
     }
-    all(seed, scale).into_iter().find(|c| c.name == name)
+    let k = BUILDERS.iter().position(|(n, _)| *n == name)?;
+    Some(build(seed, scale, k))
 }
 
 fn traffic(w: &mut World, n: usize, mix: &[(Kind, f64)], mut len: impl FnMut(&mut Rng, Kind) -> T) {
@@ -411,7 +417,7 @@ fn healthy(seed: u64, k: u64, scale: f64) -> Case {
     };
     let at = w.start + secs(2.1 * 3600.0);
     w.rollout(at, tpl);
-    traffic(&mut w, scaled(1200, scale), NORMAL_MIX, usual());
+    traffic(&mut w, scaled(360, scale), NORMAL_MIX, usual());
     clients::health_checks(&mut w);
     clients::scanners(&mut w, 6.0);
     let mut rng = Rng::new(seed ^ 1);
@@ -439,14 +445,15 @@ fn start_stop(seed: u64, k: u64, _scale: f64) -> Case {
     let mut w = World::new(seed, morning(k), 0.25, 1);
     let hash = w.template_hash();
     let p = w.add_pod(&hash, w.start, Template::SEED);
-    // Ready as soon as sockproxy is (/readyz), theia still booting.
+    // Ready as soon as sockproxy is (/readyz), theia still booting: up just after the
+    // first poll (socket.io's first retry comes at least 0.5 s later).
+    let t0 = w.pods[p].start + secs(1.5);
     w.pods[p].ready = w.pods[p].start + secs(0.8);
-    w.pods[p].theia_up = w.pods[p].start + secs(6.0);
+    w.pods[p].theia_up = t0 + secs(0.3);
     let mut rng = Rng::new(seed ^ 2);
     // A tab open across the restart reconnects at once: the early poll, a 502.
     let mut early = Client::new(&mut w, Kind::Browser);
     early.token = Some(w.pods[p].token);
-    let t0 = w.pods[p].start + secs(1.5);
     clients::reconnecting_tab(&mut w, &mut early, t0, t0 + secs(rng.range(12.0, 20.0)));
     let mut t = w.pods[p].theia_up + secs(5.0);
     for _ in 0..9 {
@@ -536,13 +543,13 @@ fn h1_nginx_no_upgrade(seed: u64, k: u64, scale: f64) -> Case {
     w.rollout(at, tpl);
     traffic(
         &mut w,
-        scaled(200, scale),
+        scaled(90, scale),
         &[
             (Kind::Browser, 0.93),
             (Kind::WsBlocked, 0.05),
             (Kind::WsOnly, 0.02),
         ],
-        uniform(60.0, 1800.0),
+        uniform(60.0, 1500.0),
     );
     clients::scanners(&mut w, 4.0);
     let mut rng = Rng::new(seed ^ 4);
@@ -572,16 +579,16 @@ fn h1_corporate_proxy(seed: u64, k: u64, scale: f64) -> Case {
     let mut w = World::new(seed, morning(k), 3.0, 3);
     w.hc = Some(HC_OK);
     w.probe = Probe::ViaNginx("/");
+    w.initial_pods(4, Template::SEED);
+    // The rollout that turned --log-all on.
     let tpl = Template {
         log_all: true,
         ..Template::SEED
     };
-    w.initial_pods(4, tpl);
-    let at = w.start + secs(1.5 * 3600.0);
-    w.rollout(at, tpl);
+    w.rollout(w.start + secs(1.5 * 3600.0), tpl);
     traffic(
         &mut w,
-        scaled(800, scale),
+        scaled(330, scale),
         &[
             (Kind::Browser, 0.90),
             (Kind::Stripped, 0.03),
@@ -622,9 +629,9 @@ fn h2_no_affinity(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(3, Template::SEED);
     traffic(
         &mut w,
-        scaled(120, scale),
+        scaled(50, scale),
         &[(Kind::Browser, 0.97), (Kind::WsBlocked, 0.03)],
-        uniform(60.0, 420.0),
+        uniform(45.0, 240.0),
     );
     clients::scanners(&mut w, 4.0);
     let mut rng = Rng::new(seed ^ 6);
@@ -660,7 +667,7 @@ fn h2_rollout_affinity(seed: u64, k: u64, scale: f64) -> Case {
     w.rollout(w.start + secs(2.1 * 3600.0), Template::SEED);
     traffic(
         &mut w,
-        scaled(600, scale),
+        scaled(280, scale),
         &[
             (Kind::Browser, 0.82),
             (Kind::WsBlocked, 0.15),
@@ -697,6 +704,8 @@ fn h2_rollout_affinity(seed: u64, k: u64, scale: f64) -> Case {
 
 fn h3_hc_health_404(seed: u64, k: u64, scale: f64) -> Case {
     let mut w = World::new(seed, morning(k), 2.0, 2);
+    // Run with --gcp-project to correlate with the LB's logs.
+    w.project = Some("coditect-prod");
     let switch = w.start + secs(25.0 * 60.0);
     w.hc = Some(HealthCheck {
         path: "/",
@@ -713,7 +722,7 @@ fn h3_hc_health_404(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(3, tpl);
     traffic(
         &mut w,
-        scaled(300, scale),
+        scaled(200, scale),
         &[(Kind::Browser, 0.95), (Kind::WsBlocked, 0.05)],
         usual(),
     );
@@ -751,7 +760,7 @@ fn h3_hc_root_404(seed: u64, k: u64, _scale: f64) -> Case {
     let mut w = World::new(seed, morning(k), 1.5, 2);
     w.hc = Some(HealthCheck {
         path: "/",
-        fail_from: Some(w.start - HOUR),
+        fail_from: Some(w.start - 24 * HOUR),
         fail_path: "/",
         fail_status: 404,
         transient: None,
@@ -796,7 +805,7 @@ fn h3_hc_root_404(seed: u64, k: u64, _scale: f64) -> Case {
 }
 
 fn h3_probe_noise(seed: u64, k: u64, scale: f64) -> Case {
-    let mut w = World::new(seed, morning(k), 3.0, 3);
+    let mut w = World::new(seed, morning(k), 2.0, 3);
     w.hc = Some(HealthCheck {
         transient: Some(morning(k) + secs(1.3 * 3600.0)),
         ..HC_OK
@@ -806,10 +815,10 @@ fn h3_probe_noise(seed: u64, k: u64, scale: f64) -> Case {
         log_all: true,
         ..Template::SEED
     };
-    w.initial_pods(4, tpl);
-    w.rollout(w.start + secs(0.7 * 3600.0), tpl);
-    w.rollout(w.start + secs(2.2 * 3600.0), tpl);
-    traffic(&mut w, scaled(700, scale), NORMAL_MIX, usual());
+    w.initial_pods(3, tpl);
+    w.rollout(w.start + secs(0.5 * 3600.0), tpl);
+    w.rollout(w.start + secs(1.4 * 3600.0), tpl);
+    traffic(&mut w, scaled(220, scale), NORMAL_MIX, usual());
     clients::health_checks(&mut w);
     clients::scanners(&mut w, 6.0);
     let mut rng = Rng::new(seed ^ 10);
@@ -848,7 +857,7 @@ fn h4_host_localhost(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(3, tpl);
     traffic(
         &mut w,
-        scaled(500, scale),
+        scaled(220, scale),
         &[
             (Kind::WsOnly, 0.65),
             (Kind::Browser, 0.32),
@@ -856,7 +865,7 @@ fn h4_host_localhost(seed: u64, k: u64, scale: f64) -> Case {
         ],
         |rng: &mut Rng, kind| match kind {
             // Nothing works for them; people give up after a few minutes.
-            Kind::WsOnly => secs(rng.range(60.0, 900.0)),
+            Kind::WsOnly => secs(rng.range(60.0, 600.0)),
             _ => clients::visit_length(rng),
         },
     );
@@ -891,7 +900,7 @@ fn h4_noise(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(3, Template::SEED);
     traffic(
         &mut w,
-        scaled(600, scale),
+        scaled(380, scale),
         &[
             (Kind::Browser, 0.9),
             (Kind::WsOnly, 0.07),
@@ -965,10 +974,10 @@ fn h5_short_drain(seed: u64, k: u64, scale: f64) -> Case {
     }
     traffic(
         &mut w,
-        scaled(900, scale),
+        scaled(180, scale),
         &[
-            (Kind::Browser, 0.72),
-            (Kind::WsBlocked, 0.25),
+            (Kind::Browser, 0.77),
+            (Kind::WsBlocked, 0.20),
             (Kind::WsOnly, 0.03),
         ],
         usual(),
@@ -1008,7 +1017,7 @@ fn h5_normal_rollouts(seed: u64, k: u64, scale: f64) -> Case {
     }
     traffic(
         &mut w,
-        scaled(800, scale),
+        scaled(240, scale),
         &[
             (Kind::Browser, 0.85),
             (Kind::WsBlocked, 0.10),
@@ -1046,13 +1055,13 @@ fn h6_lb_timeout_30(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(3, Template::SEED);
     traffic(
         &mut w,
-        scaled(150, scale),
+        scaled(60, scale),
         &[
             (Kind::Browser, 0.88),
             (Kind::WsBlocked, 0.08),
             (Kind::WsOnly, 0.04),
         ],
-        uniform(120.0, 1800.0),
+        uniform(120.0, 1500.0),
     );
     clients::scanners(&mut w, 4.0);
     let mut rng = Rng::new(seed ^ 15);
@@ -1085,13 +1094,13 @@ fn h6_lb_timeout_60(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(2, Template::SEED);
     traffic(
         &mut w,
-        scaled(200, scale),
+        scaled(75, scale),
         &[
             (Kind::Browser, 0.35),
             (Kind::WsBlocked, 0.62),
             (Kind::WsOnly, 0.03),
         ],
-        uniform(120.0, 2400.0),
+        uniform(120.0, 1800.0),
     );
     clients::scanners(&mut w, 4.0);
     let mut rng = Rng::new(seed ^ 16);
@@ -1121,7 +1130,7 @@ fn h6_tab_closes(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(2, Template::SEED);
     traffic(
         &mut w,
-        scaled(600, scale),
+        scaled(420, scale),
         NORMAL_MIX,
         |rng: &mut Rng, _| {
             if rng.chance(0.5) {
@@ -1202,9 +1211,9 @@ fn multi_h2_h6(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(2, Template::SEED);
     traffic(
         &mut w,
-        scaled(100, scale),
+        scaled(30, scale),
         &[(Kind::Browser, 0.95), (Kind::WsBlocked, 0.05)],
-        uniform(60.0, 900.0),
+        uniform(60.0, 480.0),
     );
     clients::scanners(&mut w, 4.0);
     let mut rng = Rng::new(seed ^ 19);
@@ -1223,7 +1232,10 @@ fn multi_h2_h6(seed: u64, k: u64, scale: f64) -> Case {
             e(H3_UNSEEN),
             r(H4_OK),
             e(H5_NONE),
-            c("every websocket that opens ends at 29.9-30.0 s, closed by the client side"),
+            c(
+                "every websocket that outlives its upgrade's first second (the others die \
+               with their session) ends at 29.9-30.0 s, closed by the client side",
+            ),
         ],
         &mut rng,
     )
@@ -1246,9 +1258,9 @@ fn multi_h1_h5(seed: u64, k: u64, scale: f64) -> Case {
     }
     traffic(
         &mut w,
-        scaled(250, scale),
+        scaled(80, scale),
         &[(Kind::Browser, 0.95), (Kind::WsBlocked, 0.05)],
-        uniform(120.0, 2400.0),
+        uniform(120.0, 1800.0),
     );
     clients::scanners(&mut w, 4.0);
     let mut rng = Rng::new(seed ^ 20);
@@ -1289,7 +1301,7 @@ fn multi_h4_h6(seed: u64, k: u64, scale: f64) -> Case {
     w.initial_pods(3, tpl);
     traffic(
         &mut w,
-        scaled(200, scale),
+        scaled(70, scale),
         &[(Kind::WsOnly, 0.5), (Kind::Browser, 0.5)],
         uniform(60.0, 1200.0),
     );
@@ -1327,7 +1339,7 @@ pub fn large(seed: u64, scale: f64) -> Case {
     };
     w.initial_pods(10, tpl);
     w.rollout(w.start + secs(3.0 * 3600.0), tpl);
-    traffic(&mut w, scaled(9000, scale), NORMAL_MIX, usual());
+    traffic(&mut w, scaled(6500, scale), NORMAL_MIX, usual());
     clients::health_checks(&mut w);
     clients::scanners(&mut w, 10.0);
     let mut rng = Rng::new(seed ^ 0x1A56E);
@@ -1347,8 +1359,3 @@ pub fn large(seed: u64, scale: f64) -> Case {
         &mut rng,
     )
 }
-
-#[allow(dead_code)] // kept for the reasons table when a case wants it
-const _UNUSED: &str = H6_SHORT;
-#[allow(dead_code)]
-const _SEC: T = SEC;

@@ -326,6 +326,8 @@ fn origin_refused(w: &World, headers: &[(&'static str, String)]) -> bool {
 struct Session {
     pod: usize,
     sid: String,
+    /// When engine.io closed it (a long-poll cut under it); unknown from then on.
+    killed: Option<T>,
 }
 
 /// How one engine.io session of a visit ended.
@@ -475,8 +477,8 @@ fn sid_request(
         w.pods[p].exchange(t, quick / 4, ex, true);
         return Err(t + quick);
     }
-    if p != s.pod {
-        // Another pod's engine: "Session ID unknown".
+    if p != s.pod || s.killed.is_some_and(|k| k <= t) {
+        // Another pod's engine, or a session engine.io closed: "Session ID unknown".
         json_error(&mut ex, 1);
         w.pods[p].exchange(t, quick, ex, true);
         return Err(t + quick);
@@ -563,7 +565,11 @@ fn polling_session(w: &mut World, c: &mut Client, t: T, leave: T) -> End {
     w.pods[p].exchange(t, d, ex, true);
     w.pods[p].learn(&sid, t + d);
     w.sessions += 1;
-    let s = Session { pod: p, sid };
+    let mut s = Session {
+        pod: p,
+        sid,
+        killed: None,
+    };
 
     // Namespace connect (`40/services,`) and the first poll, in parallel.
     let t1 = t + d + c.rtt;
@@ -588,15 +594,15 @@ fn polling_session(w: &mut World, c: &mut Client, t: T, leave: T) -> End {
         return End::Closed;
     }
     match c.kind {
-        Kind::WsBlocked => polling_loop(w, c, &s, t2, leave),
+        Kind::WsBlocked => polling_loop(w, c, &mut s, t2, leave),
         Kind::Browser | Kind::Stripped | Kind::Cut60 | Kind::WsOnly => {
-            upgrade_then(w, c, &s, t2, leave)
+            upgrade_then(w, c, &mut s, t2, leave)
         }
     }
 }
 
 /// The websocket probe of a polling session (a long-poll is pending meanwhile).
-fn upgrade_then(w: &mut World, c: &mut Client, s: &Session, t: T, leave: T) -> End {
+fn upgrade_then(w: &mut World, c: &mut Client, s: &mut Session, t: T, leave: T) -> End {
     let Some(u) = w.route(&mut c.sticky, t + 2 * MS) else {
         return polling_loop(w, c, s, t, leave);
     };
@@ -711,7 +717,7 @@ fn upgrade_then(w: &mut World, c: &mut Client, s: &Session, t: T, leave: T) -> E
 /// Long-polling until the session ends: a GET held until theia has something (at the
 /// latest its next ping, `pingInterval` 30 s after the last pong), pongs and messages
 /// by POST.
-fn polling_loop(w: &mut World, c: &mut Client, s: &Session, mut t: T, leave: T) -> End {
+fn polling_loop(w: &mut World, c: &mut Client, s: &mut Session, mut t: T, leave: T) -> End {
     loop {
         let busy = c.rng.chance(c.activity);
         let hold = if busy {
@@ -771,6 +777,7 @@ fn polling_loop(w: &mut World, c: &mut Client, s: &Session, mut t: T, leave: T) 
                 // Cut by the LB: engine.io killed the session; a pong already on its
                 // way meets "Session ID unknown" on the same pod.
                 let at = -at;
+                s.killed = Some(at);
                 if c.rng.chance(0.35) {
                     let tp = at + c.rng.int(2, 60) * MS;
                     let _ = sid_request(w, c, s, tp, "POST", 0, 1, 2);
@@ -911,15 +918,15 @@ pub fn health_checks(w: &mut World) {
         };
         let stop = term.unwrap_or(w.end).min(w.end);
         if let Some(hc) = w.hc {
-            // Three probers, every 15 s each (NEG defaults), from the pod's attachment.
-            for _ in 0..3 {
+            // Two probers, every 15 s each (NEG defaults), from the pod's attachment.
+            for _ in 0..2 {
                 let gfe = gfe_ip(&mut rng);
                 let mut t = ready.max(w.start - 15 * SEC) + rng.int(0, 15 * SEC);
                 while t < stop {
                     let failing = hc.fail_from.is_some_and(|f| t >= f);
                     let path = if failing { hc.fail_path } else { hc.path };
                     let mut ex = base_ex("GET", path, None);
-                    ex.headers = probe_headers(w, p, &gfe, "GoogleHC/1.0", false);
+                    ex.headers = probe_headers(w, p, &gfe, "GoogleHC/1.0");
                     let mut d = secs(0.0008 + rng.exp(0.003));
                     if t < theia_up {
                         own_502(&mut ex);
@@ -950,7 +957,7 @@ pub fn health_checks(w: &mut World) {
             t = t.max(w.start - 10 * SEC);
             while t < stop {
                 let mut ex = base_ex("GET", path, None);
-                ex.headers = probe_headers(w, p, &node_ip, "kube-probe/1.29", true);
+                ex.headers = probe_headers(w, p, &node_ip, "kube-probe/1.29");
                 let mut d = secs(0.0008 + rng.exp(0.002));
                 if t < theia_up {
                     own_502(&mut ex);
@@ -967,13 +974,7 @@ pub fn health_checks(w: &mut World) {
     }
 }
 
-fn probe_headers(
-    w: &World,
-    p: usize,
-    from: &str,
-    ua: &str,
-    kubelet: bool,
-) -> Vec<(&'static str, String)> {
+fn probe_headers(w: &World, p: usize, from: &str, ua: &str) -> Vec<(&'static str, String)> {
     let pod = &w.pods[p];
     let mut h = vec![
         (
@@ -996,7 +997,6 @@ fn probe_headers(
         h.push(("x-forwarded-for", from.to_string()));
         h.push(("x-forwarded-proto", "http".to_string()));
     }
-    let _ = kubelet;
     h
 }
 
@@ -1204,8 +1204,12 @@ pub fn visit_length(rng: &mut Rng) -> T {
     secs(s)
 }
 
-/// Visits arriving over the window (Poisson, `n` expected), each tab by a client of a
-/// kind drawn from `mix` (weights), lasting `length`.
+/// How long before the window visits may start: the window opens on a cluster already
+/// in use (`kubectl logs --since`, a Cloud Logging time range).
+pub const LEAD: T = 2 * 3600 * SEC;
+
+/// Visits arriving over the window (Poisson, `n` expected inside it, more before it),
+/// each tab by a client of a kind drawn from `mix` (weights), lasting `length`.
 pub fn traffic(
     w: &mut World,
     n: usize,
@@ -1214,9 +1218,11 @@ pub fn traffic(
 ) {
     let mut rng = w.rng.fork(0x7AFF);
     let span = (w.end - w.start) as f64;
+    let lead = LEAD.min(w.start - w.pods.iter().map(|p| p.ready).min().unwrap_or(w.start));
+    let total_n = (n as f64 * (span + lead as f64) / span).round() as usize;
     let total: f64 = mix.iter().map(|(_, x)| x).sum();
-    for _ in 0..n {
-        let t0 = w.start + (rng.unit() * span) as T;
+    for _ in 0..total_n {
+        let t0 = w.start - lead + (rng.unit() * (span + lead as f64)) as T;
         let mut r = rng.unit() * total;
         let mut kind = mix[0].0;
         for (k, x) in mix {
@@ -1228,6 +1234,9 @@ pub fn traffic(
         }
         let mut c = Client::new(w, kind);
         let leave = t0 + length(&mut rng, kind);
+        if leave < w.start {
+            continue;
+        }
         visit(w, &mut c, t0, leave);
     }
 }

@@ -2,8 +2,6 @@
 //! `kubectl logs --prefix` / `--timestamps`, and Cloud Logging exports; plus the damage
 //! real collections carry (stderr lines, truncated and garbled lines).
 
-use serde_json::{Map, Value, json};
-
 use super::rng::Rng;
 use super::world::{Line, MS, PodLog, T, system_time};
 
@@ -72,54 +70,176 @@ fn stderr_line(rng: &mut Rng, t: T) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The top-level members of a JSON object's text, as (key, raw value) slices.
+fn members(obj: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut out = Vec::with_capacity(24);
+    let mut i = obj
+        .iter()
+        .position(|b| *b == b'{')
+        .map_or(obj.len(), |p| p + 1);
+    let structural = |b: &u8| matches!(b, b'"' | b'{' | b'}' | b'[' | b']' | b',');
+    while i < obj.len() {
+        // The key: a string without escapes (every key the sink writes is plain).
+        let Some(q) = obj[i..].iter().position(|b| *b == b'"') else {
+            break;
+        };
+        let k0 = i + q + 1;
+        let Some(k1) = obj[k0..].iter().position(|b| *b == b'"').map(|p| k0 + p) else {
+            break;
+        };
+        let v0 = k1 + 2; // past `":`
+        let (mut depth, mut v1) = (0i32, v0);
+        loop {
+            let Some(k) = obj[v1..].iter().position(structural) else {
+                v1 = obj.len();
+                break;
+            };
+            v1 += k;
+            match obj[v1] {
+                b'"' => {
+                    // Skip the string, and its escaped characters.
+                    v1 += 1;
+                    while let Some(k) = obj[v1..].iter().position(|c| *c == b'"' || *c == b'\\') {
+                        v1 += k;
+                        if obj[v1] == b'\\' {
+                            v1 += 2;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' if depth > 0 => depth -= 1,
+                _ if depth == 0 => break,
+                _ => {}
+            }
+            v1 += 1;
+        }
+        out.push((&obj[k0..k1], &obj[v0..v1]));
+        i = v1 + 1;
+    }
+    out
+}
+
 /// The Cloud Logging entry for one record line: `time`, `severity`, `httpRequest` and
 /// the `logging.googleapis.com/*` keys move out of `jsonPayload`, as the agent does.
-fn entry(line: &Line, pod: &str, keep_pod: bool, rng: &mut Rng) -> Value {
-    let mut payload: Map<String, Value> =
-        serde_json::from_slice(&line.text).expect("the sink writes JSON objects");
-    let time = payload.remove("time").unwrap_or(Value::Null);
-    let severity = payload.remove("severity").unwrap_or(Value::Null);
-    let http = payload.remove("httpRequest");
-    let trace = payload.remove("logging.googleapis.com/trace");
-    let span = payload.remove("logging.googleapis.com/spanId");
-    if !keep_pod {
-        payload.remove("pod");
-    }
-    let receive = line.at + rng.int(300 * MS, 4000 * MS);
-    let mut e = json!({
-        "insertId": rng.hex(16),
-        "jsonPayload": payload,
-        "resource": {
-            "type": "k8s_container",
-            "labels": {
-                "project_id": "coditect-prod",
-                "location": "us-central1",
-                "cluster_name": "coditect",
-                "namespace_name": "coditect-app",
-                "pod_name": pod,
-                "container_name": "sockproxy",
+/// Built as text: the payload keeps the sink's key order.
+fn entry(line: &Line, pod: &str, keep_pod: bool, rng: &mut Rng) -> Vec<u8> {
+    let text = line.text.strip_suffix(b"\n").unwrap_or(&line.text);
+    let mut payload = b"{".to_vec();
+    let (mut time, mut severity): (&[u8], &[u8]) = (b"null", b"null");
+    let (mut http, mut trace, mut span) = (None, None, None);
+    for (k, v) in members(text) {
+        match k {
+            b"time" => time = v,
+            b"severity" => severity = v,
+            b"httpRequest" => http = Some(v),
+            b"logging.googleapis.com/trace" => trace = Some(v),
+            b"logging.googleapis.com/spanId" => span = Some(v),
+            b"pod" if !keep_pod => {}
+            _ => {
+                if payload.len() > 1 {
+                    payload.push(b',');
+                }
+                payload.push(b'"');
+                payload.extend_from_slice(k);
+                payload.extend_from_slice(b"\":");
+                payload.extend_from_slice(v);
             }
-        },
-        "timestamp": time,
-        "severity": severity,
-        "labels": {
-            "compute.googleapis.com/resource_name": "gke-coditect-pool-1-6f1c2a9e-x7kq",
-            "k8s-pod/app": "theia",
-        },
-        "logName": "projects/coditect-prod/logs/stdout",
-        "receiveTimestamp": nanos(receive, rng.below(1000) as u32),
-    });
-    let obj = e.as_object_mut().expect("an object");
-    if let Some(h) = http {
-        obj.insert("httpRequest".into(), h);
+        }
     }
-    if let Some(t) = trace {
-        obj.insert("trace".into(), t);
+    payload.push(b'}');
+    let receive = line.at + rng.int(300 * MS, 4000 * MS);
+    let mut e = format!("{{\"insertId\":\"{}\",\"jsonPayload\":", rng.hex(16)).into_bytes();
+    e.extend_from_slice(&payload);
+    e.extend_from_slice(
+        format!(
+            ",\"resource\":{{\"type\":\"k8s_container\",\"labels\":{{\"project_id\":\"coditect-prod\",\
+             \"location\":\"us-central1\",\"cluster_name\":\"coditect\",\"namespace_name\":\"coditect-app\",\
+             \"pod_name\":\"{pod}\",\"container_name\":\"sockproxy\"}}}},\"timestamp\":"
+        )
+        .as_bytes(),
+    );
+    e.extend_from_slice(time);
+    e.extend_from_slice(b",\"severity\":");
+    e.extend_from_slice(severity);
+    e.extend_from_slice(
+        format!(
+            ",\"labels\":{{\"compute.googleapis.com/resource_name\":\"gke-coditect-pool-1-6f1c2a9e-x7kq\",\
+             \"k8s-pod/app\":\"theia\"}},\"logName\":\"projects/coditect-prod/logs/stdout\",\
+             \"receiveTimestamp\":\"{}\"",
+            nanos(receive, rng.below(1000) as u32)
+        )
+        .as_bytes(),
+    );
+    for (key, v) in [("httpRequest", http), ("trace", trace), ("spanId", span)] {
+        if let Some(v) = v {
+            e.extend_from_slice(format!(",\"{key}\":").as_bytes());
+            e.extend_from_slice(v);
+        }
     }
-    if let Some(s) = span {
-        obj.insert("spanId".into(), s);
-    }
+    e.push(b'}');
     e
+}
+
+/// Re-indents compact JSON text the way `gcloud --format=json` (and serde_json's
+/// pretty printer) lays it out: two spaces, `": "`, empty containers kept as `{}`/`[]`.
+fn pretty(json: &[u8], base: usize, out: &mut Vec<u8>) {
+    fn indent(out: &mut Vec<u8>, n: usize) {
+        out.push(b'\n');
+        out.resize(out.len() + 2 * n, b' ');
+    }
+    let special = |b: &u8| matches!(b, b'"' | b'{' | b'}' | b'[' | b']' | b',' | b':');
+    let mut depth = base;
+    let mut i = 0;
+    while i < json.len() {
+        // Copy the run up to the next structural byte in one go.
+        let run = json[i..].iter().position(special).unwrap_or(json.len() - i);
+        out.extend_from_slice(&json[i..i + run]);
+        i += run;
+        let Some(&b) = json.get(i) else { break };
+        match b {
+            b'"' => {
+                // A string: up to its closing quote, skipping escaped characters.
+                let mut j = i + 1;
+                while j < json.len() {
+                    match json[j..].iter().position(|c| *c == b'"' || *c == b'\\') {
+                        Some(k) if json[j + k] == b'\\' => j += k + 2,
+                        Some(k) => {
+                            j += k + 1;
+                            break;
+                        }
+                        None => j = json.len(),
+                    }
+                }
+                let j = j.min(json.len());
+                out.extend_from_slice(&json[i..j]);
+                i = j;
+                continue;
+            }
+            b'{' | b'[' => {
+                out.push(b);
+                if matches!(json.get(i + 1), Some(b'}' | b']')) {
+                    out.push(json[i + 1]);
+                    i += 1;
+                } else {
+                    depth += 1;
+                    indent(out, depth);
+                }
+            }
+            b'}' | b']' => {
+                depth -= 1;
+                indent(out, depth);
+                out.push(b);
+            }
+            b',' => {
+                out.push(b);
+                indent(out, depth);
+            }
+            _ => out.extend_from_slice(b": "),
+        }
+        i += 1;
+    }
 }
 
 /// Writes the pods in `pods` (in that order, as `kubectl logs -l` does) into one file.
@@ -127,7 +247,7 @@ pub fn write(name: &str, fmt: Fmt, pods: &[&PodLog], rng: &mut Rng) -> File {
     let mut bytes = Vec::new();
     match fmt {
         Fmt::CloudArray => {
-            let mut all: Vec<(T, Value)> = Vec::new();
+            let mut all: Vec<(T, Vec<u8>)> = Vec::new();
             for p in pods {
                 for l in &p.lines {
                     all.push((l.clock, entry(l, &p.pod, true, rng)));
@@ -135,16 +255,18 @@ pub fn write(name: &str, fmt: Fmt, pods: &[&PodLog], rng: &mut Rng) -> File {
             }
             // Newest first, by the entry's timestamp (the pod's clock).
             all.sort_by_key(|(t, _)| std::cmp::Reverse(*t));
-            let arr = Value::Array(all.into_iter().map(|(_, v)| v).collect());
-            bytes = serde_json::to_vec_pretty(&arr).expect("serialisable");
-            bytes.push(b'\n');
+            bytes.push(b'[');
+            for (k, (_, e)) in all.iter().enumerate() {
+                bytes.extend_from_slice(if k == 0 { b"\n  " } else { b",\n  " });
+                pretty(e, 1, &mut bytes);
+            }
+            bytes.extend_from_slice(b"\n]\n");
         }
         Fmt::CloudLines => {
             let mut all: Vec<(T, Vec<u8>)> = Vec::new();
             for p in pods {
                 for l in &p.lines {
-                    let mut v =
-                        serde_json::to_vec(&entry(l, &p.pod, false, rng)).expect("serialisable");
+                    let mut v = entry(l, &p.pod, false, rng);
                     v.push(b'\n');
                     all.push((l.clock, v));
                 }
@@ -278,4 +400,58 @@ pub fn damage(file: &mut File, pods: &[&PodLog], n: usize, rng: &mut Rng) {
         lines.insert(i, text);
     }
     file.bytes = lines.concat();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const LINE: &str = r#"{"time":"2026-11-25T12:55:54.616753Z","severity":"INFO","message":"GET /socket.io/?EIO=4 200 1.0ms","event":"request","pod":"theia-x","pod_ip":"10.8.1.2","id":"a-1","sio":{"eio":"4","t":null,"handshake":false},"headers":{"upgrade":null,"user-agent":"a \"quoted\" {brace}, [x]"},"flags":[],"httpRequest":{"requestMethod":"GET","latency":"0.001000s"},"trace":"abc","logging.googleapis.com/trace":"projects/p/traces/abc","logging.googleapis.com/spanId":"00000000000000ff"}"#;
+
+    fn line() -> Line {
+        Line {
+            at: 0,
+            clock: 0,
+            text: format!("{LINE}\n").into_bytes(),
+            lifecycle: false,
+            expendable: false,
+        }
+    }
+
+    #[test]
+    fn a_cloud_entry_moves_what_the_agent_moves() {
+        let mut rng = Rng::new(1);
+        let e: Value = serde_json::from_slice(&entry(&line(), "theia-x", false, &mut rng)).unwrap();
+        let rec: Value = serde_json::from_str(LINE).unwrap();
+        assert_eq!(e["timestamp"], rec["time"]);
+        assert_eq!(e["severity"], "INFO");
+        assert_eq!(e["httpRequest"], rec["httpRequest"]);
+        assert_eq!(e["trace"], "projects/p/traces/abc");
+        assert_eq!(e["spanId"], "00000000000000ff");
+        assert_eq!(e["resource"]["labels"]["pod_name"], "theia-x");
+        let p = e["jsonPayload"].as_object().unwrap();
+        for gone in [
+            "time",
+            "severity",
+            "httpRequest",
+            "pod",
+            "logging.googleapis.com/trace",
+        ] {
+            assert!(!p.contains_key(gone), "{gone}");
+        }
+        assert_eq!(p["headers"], rec["headers"]);
+        assert_eq!(p["trace"], "abc");
+    }
+
+    #[test]
+    fn pretty_printing_keeps_the_value() {
+        let mut out = Vec::new();
+        pretty(LINE.as_bytes(), 0, &mut out);
+        let a: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(a, serde_json::from_str::<Value>(LINE).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\n  \"severity\": \"INFO\",\n"), "{text}");
+        assert!(text.contains("\"flags\": [],"), "{text}");
+    }
 }

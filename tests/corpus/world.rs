@@ -213,7 +213,6 @@ impl Pod {
 #[derive(Debug, Clone)]
 pub struct PodLog {
     pub pod: String,
-    pub pod_ip: String,
     /// The pod was gone before the logs were collected (only Cloud Logging has it).
     pub gone: bool,
     pub lines: Vec<Line>,
@@ -366,7 +365,8 @@ impl World {
     pub fn initial_pods(&mut self, n: usize, tpl: Template) -> String {
         let hash = self.template_hash();
         for _ in 0..n {
-            let at = self.start - secs(self.rng.range(600.0, 40_000.0));
+            // Up long before the window, and before the traffic that leads into it.
+            let at = self.start - secs(self.rng.range(3.0 * 3600.0, 14.0 * 3600.0));
             let p = self.add_pod(&hash, at, tpl);
             // Logs from before the window are not part of the case; the pod is up.
             let pod = &mut self.pods[p];
@@ -461,9 +461,6 @@ impl World {
                 } else {
                     pod.port + 2
                 };
-                if p.arrival < self.start {
-                    continue;
-                }
                 let done = p.arrival + p.dur;
                 let open_at_term = |until: T| term.is_some_and(|t| p.arrival <= t && t < until);
                 let Some(item) = &p.item else {
@@ -498,15 +495,21 @@ impl World {
                         }
                     }
                 }
-                if done > end {
+                // Only what was written inside the window is in the logs: a tunnel
+                // opened before it shows only its end.
+                let closed = item.tunnel.as_ref().map(|(c, _)| *c);
+                let last = closed.unwrap_or(done);
+                if done > end || last < self.start {
                     continue;
                 }
                 let (rec, info) = records::exchange(&item.ex, &slot, dur(p.dur), project);
-                let expendable = !item.ex.upgrade
-                    && item.ex.status == 200
-                    && item.ex.query.as_deref().is_none_or(|q| q.contains("sid="))
-                    && item.ex.method == "GET";
-                push(done, rec, false, expendable);
+                if done >= self.start {
+                    let expendable = !item.ex.upgrade
+                        && item.ex.status == 200
+                        && item.ex.query.as_deref().is_none_or(|q| q.contains("sid="))
+                        && item.ex.method == "GET";
+                    push(done, rec, false, expendable);
+                }
                 if let (Some(info), Some((closed, t_end))) = (info, &item.tunnel)
                     && *closed <= end
                 {
@@ -556,7 +559,6 @@ impl World {
                 .collect();
             logs.push(PodLog {
                 pod: pod.name.clone(),
-                pod_ip: pod.ip.clone(),
                 gone: term.is_some(),
                 lines,
             });
