@@ -177,9 +177,13 @@ impl H4 {
                 3,
                 Verdict::RuledOut,
                 format!(
-                    "{} with an Origin succeeded ({} requests with Origin equal to Host got through); no Forbidden from an Origin/Host difference",
-                    plural(self.origin_ok, "handshake", "handshakes"),
-                    count(self.matching_ok)
+                    "{} and {} with Origin equal to Host got through (browsers send Origin on POSTs and upgrades); none refused Forbidden for an Origin/Host difference",
+                    plural(
+                        self.origin_ok,
+                        "handshake with an Origin",
+                        "handshakes with an Origin"
+                    ),
+                    plural(self.matching_ok, "request", "requests")
                 ),
                 RULE,
                 FIX,

@@ -124,14 +124,15 @@ fn span(a: &Analyzer) -> String {
 fn duration(s: f64) -> String {
     if s < 60.0 {
         format!("{s:.1} s")
-    } else if s < 3600.0 {
-        format!("{:.0} min {:.0} s", (s / 60.0).floor(), s % 60.0)
     } else {
-        format!(
-            "{:.0} h {:.0} min",
-            (s / 3600.0).floor(),
-            (s % 3600.0) / 60.0
-        )
+        // Whole seconds first, so 3 h never reads "2 h 60 min".
+        let total = s.round() as u64;
+        if total < 3600 {
+            format!("{} min {} s", total / 60, total % 60)
+        } else {
+            let minutes = (total + 30) / 60;
+            format!("{} h {} min", minutes / 60, minutes % 60)
+        }
     }
 }
 
@@ -577,6 +578,15 @@ pub fn change_json(a: &Analyzer, at: Option<i64>, from: Verdict, f: &Finding) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_carry_over() {
+        assert_eq!(duration(59.94), "59.9 s");
+        assert_eq!(duration(119.6), "2 min 0 s");
+        assert_eq!(duration(3599.6), "1 h 0 min");
+        assert_eq!(duration(10_797.5), "3 h 0 min");
+        assert_eq!(duration(5_430.0), "1 h 31 min");
+    }
 
     #[test]
     fn wrapping() {
