@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use super::analyze::{Analyzer, Example};
+use super::analyze::{Analyzer, Example, Picture};
 use super::parse::{ClosedBy, Event, format_time};
 use super::verdict::{Finding, Verdict, clock};
 
@@ -216,21 +216,46 @@ pub fn human(a: &Analyzer, findings: &[Finding], sources: &[String], style: Styl
 }
 
 fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
-    let p = &a.picture;
-    let row = |out: &mut String, label: &str, text: String| {
+    let mut row = |label: &str, text: String| {
         wrap(out, &format!("  {label:<12} "), 15, &text, w);
     };
-    row(
-        out,
-        "handshakes",
-        format!(
-            "{}: {} polling, {} websocket-only; {} refused",
-            p.handshakes_polling + p.handshakes_ws_only,
-            p.handshakes_polling,
-            p.handshakes_ws_only,
-            p.handshakes_refused
-        ),
-    );
+    let p = &a.picture;
+    row("handshakes", handshakes_line(p));
+    row("upgrades", upgrades_line(p));
+    row("tunnels", tunnels_line(a));
+    row("refusals", refusals_line(p));
+    let also = also_line(p);
+    if !also.is_empty() {
+        row("also", also.join("; "));
+    }
+    for (i, text) in pod_lines(a).into_iter().enumerate() {
+        row(if i == 0 { "pods" } else { "" }, text);
+    }
+    row("input", input_line(a, sources));
+    let forgotten = a.sids_forgotten() + a.open_tunnels_forgotten();
+    if forgotten > 0 {
+        row(
+            "limits",
+            format!(
+                "{} sessions and {} open tunnels forgotten to bound memory; joins across them are missed",
+                a.sids_forgotten(),
+                a.open_tunnels_forgotten()
+            ),
+        );
+    }
+}
+
+fn handshakes_line(p: &Picture) -> String {
+    format!(
+        "{}: {} polling, {} websocket-only; {} refused",
+        p.handshakes_polling + p.handshakes_ws_only,
+        p.handshakes_polling,
+        p.handshakes_ws_only,
+        p.handshakes_refused
+    )
+}
+
+fn upgrades_line(p: &Picture) -> String {
     let rate = if p.ws_attempts > 0 {
         format!(
             " ({:.0} %)",
@@ -239,15 +264,15 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
     } else {
         String::new()
     };
-    row(
-        out,
-        "upgrades",
-        format!(
-            "{} of {} got 101{rate}",
-            p.upgrades,
-            n_of(p.ws_attempts, "websocket request", "websocket requests")
-        ),
-    );
+    format!(
+        "{} of {} got 101{rate}",
+        p.upgrades,
+        n_of(p.ws_attempts, "websocket request", "websocket requests")
+    )
+}
+
+fn tunnels_line(a: &Analyzer) -> String {
+    let p = &a.picture;
     let closed: u64 = p.tunnels_closed.iter().sum();
     let by: Vec<String> = ClosedBy::ALL
         .iter()
@@ -263,7 +288,10 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
     if let Some(l) = p.longest_tunnel_ms {
         t.push_str(&format!("; longest {}", super::analyze::secs(l)));
     }
-    row(out, "tunnels", t);
+    t
+}
+
+fn refusals_line(p: &Picture) -> String {
     let refusals: u64 = p.refusals_by_code.iter().sum();
     let by_code: Vec<String> = p
         .refusals_by_code
@@ -288,7 +316,11 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
     if !by_code.is_empty() {
         r.push_str(&format!(": {}", by_code.join(", ")));
     }
-    row(out, "refusals", r);
+    r
+}
+
+/// Everything else worth a mention, one phrase each.
+fn also_line(p: &Picture) -> Vec<String> {
     let mut other = Vec::new();
     if p.polls_aborted > 0 {
         other.push(n_of(
@@ -327,16 +359,19 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
             p.connection_limits
         ));
     }
-    if !other.is_empty() {
-        row(out, "also", other.join("; "));
-    }
+    other
+}
+
+/// One line per pod: records, time range, handshakes, upgrades, refusals, restarts.
+fn pod_lines(a: &Analyzer) -> Vec<String> {
     let name_w = a
         .pods
         .iter()
         .map(|p| p.name.chars().count())
         .max()
         .unwrap_or(0);
-    for (i, pod) in a.pods.iter().enumerate() {
+    let mut lines = Vec::with_capacity(a.pods.len());
+    for pod in &a.pods {
         // Milliseconds only matter when the records span less than a minute.
         let short_span = a.first.zip(a.last).is_some_and(|(f, l)| l - f < 60_000_000);
         let short = |t: i64| {
@@ -374,8 +409,12 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
                 String::new()
             }
         );
-        row(out, if i == 0 { "pods" } else { "" }, text);
+        lines.push(text);
     }
+    lines
+}
+
+fn input_line(a: &Analyzer, sources: &[String]) -> String {
     let i = &a.input;
     let mut skipped = Vec::new();
     for (n, what) in [
@@ -389,33 +428,17 @@ fn picture(out: &mut String, a: &Analyzer, sources: &[String], w: usize) {
             skipped.push(format!("{n} {what}"));
         }
     }
-    row(
-        out,
-        "input",
-        format!(
-            "{} from {}; {} skipped{}",
-            n_of(i.records, "record", "records"),
-            sources.join(", "),
-            n_of(i.skipped(), "line", "lines"),
-            if skipped.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", skipped.join(", "))
-            }
-        ),
-    );
-    let forgotten = a.sids_forgotten() + a.open_tunnels_forgotten();
-    if forgotten > 0 {
-        row(
-            out,
-            "limits",
-            format!(
-                "{} sessions and {} open tunnels forgotten to bound memory; joins across them are missed",
-                a.sids_forgotten(),
-                a.open_tunnels_forgotten()
-            ),
-        );
-    }
+    format!(
+        "{} from {}; {} skipped{}",
+        n_of(i.records, "record", "records"),
+        sources.join(", "),
+        n_of(i.skipped(), "line", "lines"),
+        if skipped.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", skipped.join(", "))
+        }
+    )
 }
 
 fn example_json(a: &Analyzer, e: &Example) -> Value {
