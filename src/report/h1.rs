@@ -259,6 +259,8 @@ impl H1 {
         f.counts = vec![
             ("browser_ws_attempts", self.attempts),
             ("upgraded", self.upgraded),
+            // The name before `upgraded` (kept for scripts that read it).
+            ("upgraded_with_headers", self.upgraded),
             ("stripped", self.stripped),
             ("upgrade_header_missing", self.missing_upgrade),
             ("connection_upgrade_missing", self.missing_connection),

@@ -285,6 +285,11 @@ impl H5 {
             ),
             ("upstream_failures_while_draining", u.draining.len() as u64),
             ("upstream_failures_before_ready", u.starting.len() as u64),
+            // The name before the two above (kept for scripts that read it).
+            (
+                "upstream_failures_near_start_or_drain",
+                (u.draining.len() + u.starting.len()) as u64 + u.in_flight_at_exit,
+            ),
             ("failures", failures),
         ];
         f
