@@ -252,6 +252,9 @@ pub struct Analyzer {
     pub h5: h5::H5,
     pub h6: h6::H6,
     open_tunnels: Recent<(PodId, Box<str>), ()>,
+    /// `tunnel_closed` records read before their `upgrade` (newest-first exports).
+    /// (value: whether the close counted a websocket-only handshake).
+    closed_early: Recent<(PodId, Box<str>), bool>,
 }
 
 impl Default for Analyzer {
@@ -271,6 +274,7 @@ impl Default for Analyzer {
             h5: h5::H5::default(),
             h6: h6::H6::default(),
             open_tunnels: Recent::new(MAX_OPEN_TUNNELS / 2),
+            closed_early: Recent::new(MAX_OPEN_TUNNELS / 2),
         }
     }
 }
@@ -374,7 +378,12 @@ impl Analyzer {
                     if p.drain_windows.len() < MAX_LIFECYCLE {
                         let deadline = r.deadline_s.filter(|d| d.is_finite() && *d >= 0.0);
                         let us = (deadline.unwrap_or(DEFAULT_DRAIN_S).min(86_400.0) * 1e6) as i64;
-                        p.drain_windows.push((t, t + us + sessions::CLOCK_SKEW_US));
+                        // From a little before the record: as a native sidecar, sockproxy
+                        // gets SIGTERM only after theia has begun closing.
+                        p.drain_windows.push((
+                            t - sessions::CLOCK_SKEW_US,
+                            t + us + sessions::CLOCK_SKEW_US,
+                        ));
                     }
                 }
                 self.h5.draining(r, pod);
@@ -432,8 +441,20 @@ impl Analyzer {
         if upgraded {
             self.picture.upgrades += 1;
             if let Some(id) = r.id {
-                self.open_tunnels
-                    .entry(&(pod, Box::from(id)), |k| k.clone(), || ());
+                let key = (pod, Box::from(id));
+                if let Some(counted) = self.closed_early.remove(&key) {
+                    // Its close came first: the pair is whole, and counted once.
+                    self.picture.closes_without_upgrade =
+                        self.picture.closes_without_upgrade.saturating_sub(1);
+                    if counted {
+                        self.picture.handshakes_ws_only =
+                            self.picture.handshakes_ws_only.saturating_sub(1);
+                        let p = &mut self.pods[pod as usize];
+                        p.handshakes = p.handshakes.saturating_sub(1);
+                    }
+                } else {
+                    self.open_tunnels.entry(&key, |k| k.clone(), || ());
+                }
             }
         }
         if sio && r.sid.is_none() || r.handshake {
@@ -489,13 +510,19 @@ impl Analyzer {
             .unwrap_or(ClosedBy::ALL.len() - 1)] += 1;
         let matched =
             r.id.is_some_and(|id| self.open_tunnels.remove(&(pod, Box::from(id))).is_some());
-        if !matched {
-            self.picture.closes_without_upgrade += 1;
-        }
-        if r.url_has_sid == Some(false) && !matched {
+        let ws_only = r.url_has_sid == Some(false) && !matched;
+        if ws_only {
             // A websocket-only session whose upgrade is not in the records: still a handshake.
             self.picture.handshakes_ws_only += 1;
             self.pods[pod as usize].handshakes += 1;
+        }
+        if !matched {
+            self.picture.closes_without_upgrade += 1;
+            if let Some(id) = r.id {
+                *self
+                    .closed_early
+                    .entry(&(pod, Box::from(id)), |k| k.clone(), || false) = ws_only;
+            }
         }
         let ms = r.duration_ms.unwrap_or(0.0);
         if by == ClosedBy::Shutdown {

@@ -13,7 +13,7 @@ use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
 use super::parse::{Event, Flags, Rec, Transport};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
-pub const RULE: &str = "confirmed when browser websocket attempts (with Sec-WebSocket-Key) reached theia without Upgrade or `Connection: upgrade` from at least half of the clients that attempted one (and ≥ 20 % of all attempts), or for at least half of one pod's attempts (≥ 2 attempts either way); isolated when fewer; requests without Sec-WebSocket-Key are not browsers and never count";
+pub const RULE: &str = "confirmed when browser websocket attempts (with Sec-WebSocket-Key) reached theia without Upgrade or `Connection: upgrade` from at least half of the clients that attempted one (and ≥ 20 % of all attempts), or for at least half of one pod's attempts from ≥ 2 clients (≥ 2 attempts either way); isolated when fewer; requests without Sec-WebSocket-Key are not browsers and never count";
 const FIX: &str = "pass Upgrade and Connection through every hop: nginx `proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $connection_upgrade;` (GKE's load balancer forwards websockets by itself)";
 
 /// Share of the attempting clients (or of one pod's attempts) that must show stripping.
@@ -46,6 +46,8 @@ pub struct H1 {
     pub clients_stripped: Distinct,
     /// Per pod: (attempts, stripped).
     pub by_pod: Vec<(u64, u64)>,
+    /// Per pod: the first client whose attempt was stripped there, and whether another did.
+    pub stripped_clients_by_pod: Vec<(Option<Box<str>>, bool)>,
     pub examples: Examples,
     pub not_browser_examples: Examples,
 }
@@ -91,6 +93,13 @@ impl H1 {
         }
         self.stripped += 1;
         self.by_pod[i].1 += 1;
+        if self.stripped_clients_by_pod.len() <= i {
+            self.stripped_clients_by_pod.resize(i + 1, (None, false));
+        }
+        match &mut self.stripped_clients_by_pod[i] {
+            (first @ None, _) => *first = Some(Box::from(client)),
+            (Some(first), more) => *more |= **first != *client,
+        }
         self.clients_stripped.add(client);
         if missing_upgrade {
             self.missing_upgrade += 1;
@@ -120,12 +129,20 @@ impl H1 {
         self.examples.offer(r.time, || example(r, pod, text));
     }
 
-    /// The pod whose attempts were stripped at least half the time, if any.
+    /// The pod whose attempts were stripped at least half the time, from more than one
+    /// client (one client's proxy can land on a new pod first), if any.
     fn stripping_pod(&self) -> Option<(usize, u64, u64)> {
+        let several = |i: usize| {
+            self.stripped_clients_by_pod
+                .get(i)
+                .is_some_and(|(_, more)| *more)
+        };
         self.by_pod
             .iter()
             .enumerate()
-            .filter(|(_, (n, s))| *s >= MIN_STRIPPED && share_at_least(*s, *n, SHARE))
+            .filter(|(i, (n, s))| {
+                *s >= MIN_STRIPPED && share_at_least(*s, *n, SHARE) && several(*i)
+            })
             .max_by_key(|(_, (_, s))| *s)
             .map(|(i, (n, s))| (i, *s, *n))
     }
@@ -246,7 +263,7 @@ impl H1 {
         }
         if self.connection_close > 0 {
             f.details.push(format!(
-                "{} arrived with `Connection: close`: what nginx sends when `proxy_set_header Connection` is missing",
+                "{} arrived with `Connection: close`: nginx sends that when `proxy_set_header Connection` is missing, and its `$connection_upgrade` map sends it when Upgrade was lost before nginx",
                 plural(self.connection_close, "stripped attempt", "stripped attempts")
             ));
         }

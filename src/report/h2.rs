@@ -11,10 +11,15 @@ use super::analyze::{Analyzer, Example};
 use super::sessions::{Moved, cross_example};
 use super::verdict::{Finding, Verdict, count, earliest, of, plural, share_at_least};
 
-pub const RULE: &str = "confirmed when at least 10 % of the sessions seen again after their handshake came back on another pod while the pod that issued them was still up (moves within 5 s of a drain, restart or the issuing pod's last record are counted under H5); isolated when fewer; ruled out when none moved and sessions stayed on at least two pods that served at the same time (≥ 5 later requests)";
+pub const RULE: &str = "confirmed when at least 2 sessions and 10 % (50 % when no pod's start or drain is in the records) of the sessions seen again after their handshake came back on another pod while the pod that issued them was still up (moves within 5 s of a drain, restart or the issuing pod's last record are counted under H5); isolated when fewer; ruled out when none moved and sessions stayed on at least two pods that served at the same time (≥ 5 later requests)";
 const FIX: &str = "make the backend service sticky: BackendConfig `sessionAffinity: {affinityType: GENERATED_COOKIE}` (Service.spec.sessionAffinity does nothing with NEGs), or connect with transports: ['websocket']";
 
 const SHARE: f64 = 0.10;
+/// The share when no pod's start or drain is in the records.
+const BLIND_SHARE: f64 = 0.5;
+/// Moves needed at all: one session can move for reasons of its own (its client's
+/// address changed, its cookie was dropped).
+const MIN_MOVED: u64 = 2;
 /// Later requests of sessions that all stayed on their pod before H2 is ruled out: by
 /// chance, with no affinity and two pods, five in a row stay with odds of 1 in 32.
 const MIN_STAYED_USES: u64 = 5;
@@ -25,7 +30,14 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
     let seen = h.seen_again();
     let moved = m.affinity.len() as u64 + h.crosses_not_kept;
     let concurrent = concurrent_pods(a);
-    let mut f = if moved > 0 && share_at_least(moved, seen, SHARE) {
+    // Without any `listening` or `draining` record (logs filtered with grep, say), moves
+    // after rollouts cannot be told from moves while the pod was up: ask for more.
+    let blind = a
+        .pods
+        .iter()
+        .all(|p| p.starts.is_empty() && p.drains.is_empty());
+    let share = if blind { BLIND_SHARE } else { SHARE };
+    let mut f = if moved >= MIN_MOVED && share_at_least(moved, seen, share) {
         let mut pairs: Vec<(u32, u32)> = m.affinity.iter().map(|c| (c.issued_pod, c.pod)).collect();
         pairs.sort_unstable();
         pairs.dedup();
@@ -64,9 +76,14 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
             1,
             Verdict::Isolated,
             format!(
-                "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies?)",
+                "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies or changed address?){}",
                 of(moved, seen),
-                count(h.stayed)
+                count(h.stayed),
+                if blind {
+                    "; no pod's start or drain is in the records, so moves after rollouts look the same"
+                } else {
+                    ""
+                }
             ),
             RULE,
             FIX,

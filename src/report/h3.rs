@@ -14,7 +14,7 @@ use super::analyze::{Analyzer, Example, Examples, PodId, PodStats, example, stat
 use super::parse::{Flags, Rec};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
-pub const RULE: &str = "per pod and checker, checks that failed with 5xx or no answer before that checker's first pass after a pod start are start-up (a 4xx never is); confirmed when, after start-up (or 6 or more 5xx in a series that never passed), at least half of one checker's checks on a pod failed, or 3 in a row did; isolated when fewer failed; ruled out when every check passed once theia was up";
+pub const RULE: &str = "per pod and checker, checks that failed with 5xx or no answer before that checker's first pass after a pod start are start-up (a 4xx never is); confirmed when, after start-up (or 6 or more 5xx in a series that never passed), at least half of one checker's checks on a pod failed, or 3 in a row did; isolated when fewer failed; ruled out when every check passed once theia was up; checks sockproxy answered itself (theia down) never count";
 const FIX: &str = "point the load balancer's health check at a path that answers 200 (BackendConfig `healthCheck.requestPath`, or a readinessProbe on the serving port); a failing check gives 502s, never 400s";
 
 const SHARE: f64 = 0.5;
@@ -25,6 +25,9 @@ const NEVER_PASSED: u64 = 6;
 /// Checks kept with their times (for the start-up split); past this, only counted.
 const MAX_CHECKS: usize = 500_000;
 
+/// The status kept for a check sockproxy answered itself (never a real status).
+const THEIA_DOWN: u16 = 1;
+
 /// One check: when, and the status it got.
 type Check = (Option<i64>, u16);
 
@@ -33,6 +36,8 @@ pub struct H3 {
     pub checks: u64,
     pub ok: u64,
     pub failed: u64,
+    /// Checks sockproxy answered itself (theia unreachable or silent).
+    pub theia_down: u64,
     /// (agent, path, status) → count, the first few distinct.
     pub outcomes: Vec<(String, String, u16, u64)>,
     /// (pod, checker) → (time, status) of each check, in input order.
@@ -58,8 +63,13 @@ impl H3 {
         }
         self.checks += 1;
         let ok = (200..400).contains(&status);
+        // sockproxy answered itself: theia was down or hung, which the check reported
+        // rightly; not a check pointed at the wrong path (H5 names theia's absences).
+        let theia_down = r.flags.has(Flags::UPSTREAM_UNREACHABLE) || r.upstream_error.is_some();
         if ok {
             self.ok += 1;
+        } else if theia_down {
+            self.theia_down += 1;
         } else {
             self.failed += 1;
         }
@@ -71,7 +81,7 @@ impl H3 {
             self.series
                 .entry((pod, Box::from(checker)))
                 .or_default()
-                .push((r.time, status));
+                .push((r.time, if theia_down { THEIA_DOWN } else { status }));
         }
         let path = r.path.unwrap_or("?");
         let known = self
@@ -86,7 +96,7 @@ impl H3 {
             }
             None => {}
         }
-        if !ok {
+        if !ok && !theia_down {
             let text = format!(
                 "{agent} {} {} → {}",
                 r.method.unwrap_or("?"),
@@ -201,6 +211,12 @@ impl H3 {
                 FIX,
             )
         };
+        if self.theia_down > 0 {
+            f.details.push(format!(
+                "{} answered by sockproxy itself (theia down or silent): the check was right, theia was away; not counted here",
+                plural(self.theia_down, "check was", "checks were")
+            ));
+        }
         if startup > 0 {
             f.details.push(format!(
                 "{} while theia started, before the first pass (normal for a readiness probe)",
@@ -211,6 +227,7 @@ impl H3 {
             ("health_checks", self.checks),
             ("ok", self.ok),
             ("failed", self.failed),
+            ("answered_by_sockproxy", self.theia_down),
             ("failed_at_startup", startup),
             ("checks_after_startup", after),
             ("failed_after_startup", after_failed),
@@ -238,6 +255,9 @@ fn sort(checks: &[(Option<i64>, u16)], pod: &PodStats) -> Sorted {
     let mut segment_start = None;
     let mut run = 0u32;
     for (t, status) in checks {
+        if status == THEIA_DOWN {
+            continue;
+        }
         let ok = (200..400).contains(&status);
         // Theia answering 4xx is up and refusing the path: never a start-up state.
         let refused = (400..500).contains(&status);

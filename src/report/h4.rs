@@ -7,19 +7,21 @@
 //! one client or origin among many, not the path. A Forbidden where Origin matches Host is
 //! another check (Theia's connection token), not this one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
 use super::h1::list;
 use super::parse::{Event, Flags, Rec};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
-pub const RULE: &str = "confirmed when handshakes refused Forbidden with Origin ≠ Host are at least 20 % of the handshakes that carried an Origin and come from at least 2 clients or half of those clients; isolated when fewer (a page on another site); ruled out when handshakes or other requests with an Origin succeeded and none was refused that way";
+pub const RULE: &str = "confirmed when handshakes refused Forbidden with Origin ≠ Host (a pair that never got through) are at least 20 % of the requests that carried an Origin (refused, and handshakes, POSTs and upgrades that passed) and come from at least 2 clients or half of those clients; isolated when fewer (a page on another site); ruled out when handshakes or other requests with an Origin succeeded and none was refused that way";
 const FIX: &str = "keep the browser's Host and Origin end to end (nginx `proxy_set_header Host $http_host`, no Origin rewrite), or list the public host in THEIA_HOSTS";
 
 const SHARE: f64 = 0.2;
 const CLIENT_SHARE: f64 = 0.5;
 const MIN_CLIENTS: u64 = 2;
+/// (Origin, Host) pairs kept, refused and passed each.
+const MAX_PAIRS: usize = 256;
 /// Distinct refused origins kept by name.
 const MAX_ORIGINS: usize = 64;
 
@@ -44,6 +46,11 @@ pub struct H4 {
     pub clients_refused: Distinct,
     /// Refused origin → count.
     pub refused_origins: HashMap<Box<str>, u64>,
+    /// Refused (Origin, Host) pairs → count, and pairs that differ yet got through: the
+    /// Origin check is the same for the same pair every time, so a refusal of a pair that
+    /// also passed was another check (Theia's per-process connection token).
+    pub refused_pairs: HashMap<(Box<str>, Box<str>), u64>,
+    pub passed_pairs: HashSet<(Box<str>, Box<str>)>,
     pub examples: Examples,
     pub other_examples: Examples,
 }
@@ -77,6 +84,15 @@ impl H4 {
                 }
                 self.clients_with_origin.add(client);
                 self.clients_refused.add(client);
+                let pair = (
+                    Box::from(r.origin.unwrap_or("")),
+                    Box::from(r.host.unwrap_or("")),
+                );
+                if let Some(n) = self.refused_pairs.get_mut(&pair) {
+                    *n += 1;
+                } else if self.refused_pairs.len() < MAX_PAIRS {
+                    self.refused_pairs.insert(pair, 1);
+                }
                 let origin = r.origin.unwrap_or("?");
                 if let Some(n) = self.refused_origins.get_mut(origin) {
                     *n += 1;
@@ -95,6 +111,17 @@ impl H4 {
             && !r.origin.is_some_and(|o| origin_differs_strictly(o, r.host))
         {
             self.matching_ok += 1;
+            self.clients_with_origin.add(client);
+        }
+        // engine.io runs its allowRequest (Theia's Origin check) on handshakes only.
+        if let (Some(origin), false) = (r.origin, forbidden && maybe_refused)
+            && is_handshake(r, status)
+            && (mismatch || origin_differs_strictly(origin, r.host))
+            && self.passed_pairs.len() < MAX_PAIRS
+        {
+            // An Origin/Host pair that differs and still got through: the check passes it.
+            self.passed_pairs
+                .insert((Box::from(origin), Box::from(r.host.unwrap_or(""))));
         }
         if !(forbidden && maybe_refused) && r.origin.is_some() && is_handshake(r, status) {
             // Theia checks Origin on handshakes only: later requests of a session say nothing.
@@ -107,8 +134,17 @@ impl H4 {
     }
 
     pub fn verdict(&self, _a: &Analyzer) -> Finding {
-        let n = self.refused_mismatch + self.refused_port;
-        let with_origin = n + self.origin_ok;
+        let token: u64 = self
+            .refused_pairs
+            .iter()
+            .filter(|(pair, _)| self.passed_pairs.contains(*pair))
+            .map(|(_, n)| *n)
+            .sum();
+        let n = (self.refused_mismatch + self.refused_port).saturating_sub(token);
+        let refused_other = self.refused_other + token;
+        // Browsers send Origin on POSTs and upgrades, not on a same-origin polling GET:
+        // the requests that passed with Origin equal to Host count in the denominator too.
+        let with_origin = n + self.origin_ok + self.matching_ok;
         let clients = self.clients_with_origin.len();
         let refused_clients = self.clients_refused.len();
         let mut origins: Vec<(&str, u64)> = self
@@ -207,16 +243,17 @@ impl H4 {
         if f.verdict == Verdict::Isolated {
             f.details.push(format!("refused origins: {origin_list}"));
         }
-        if self.refused_other > 0 {
+        if refused_other > 0 {
             f.details.push(format!(
-                "{} refused Forbidden with Origin matching Host or absent: another check (Theia's connection-token cookie?), not this one",
-                plural(self.refused_other, "request", "requests")
+                "{} refused Forbidden with Origin matching Host, absent, or a pair that also got through: another check (Theia's connection-token cookie?), not this one",
+                plural(refused_other, "request", "requests")
             ));
         }
         f.counts = vec![
             ("refused_origin_host_mismatch", self.refused_mismatch),
             ("refused_port_only", self.refused_port),
-            ("refused_other", self.refused_other),
+            ("refused_other", refused_other),
+            ("refused_pair_also_passed", token),
             ("origin_ok", self.origin_ok),
             ("origin_matching_ok", self.matching_ok),
             ("mismatch_passed", self.mismatch_passed),

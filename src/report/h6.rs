@@ -14,7 +14,7 @@ use super::parse::{ClosedBy, Rec};
 use super::sessions::Moved;
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural};
 
-pub const RULE: &str = "a cluster is at least 3 lifetimes (tunnels ended by client, upstream or error; long-polls cut by the client) in the band just under a value T (T·5 %, at least 0.5 s), more than twice (+3) the two band widths below it and the band width past T; confirmed when at least twice as many ended in the cluster as outlived T (+2 %); isolated when a cluster exists but more outlived it, if it is tight (within 2 % of T, ≥ 0.3 s), has ≥ 4 and ≥ 5 % of those that reached it; ruled out when there is no cluster and at least 3 tunnels outlived GKE's default 30 s";
+pub const RULE: &str = "a cluster is at least 3 lifetimes (tunnels ended by the client or an error; long-polls cut by the client) in the band just under a value T (T·5 %, at least 0.5 s), more than twice (+3) the two band widths below it and the band width past T; confirmed when at least twice as many ended in the cluster as outlived T (+2 %); isolated when a cluster exists but more outlived it, if it is tight (within 2 % of T, ≥ 0.3 s), has ≥ 4 and ≥ 5 % of those that reached it; ruled out (up to the longest lifetime seen) when there is no cluster and at least 3 tunnels outlived GKE's default 30 s; tunnels theia closed (`closed_by: upstream`) and lifetimes that ended in their pod's drain window never count";
 const FIX: &str = "raise the backend service's timeout above the longest session: BackendConfig `timeoutSec` (e.g. 86400) — for websockets it is a hard lifetime limit, and long-polls need more than pingInterval";
 
 /// GKE's default backend-service timeout: tunnels that outlive it (with no cluster) rule
@@ -74,7 +74,10 @@ impl H6 {
             if self.longest_tunnel.as_ref().is_none_or(|(l, _)| ms > *l) {
                 self.longest_tunnel = Some((ms, example(r, pod, text.clone())));
             }
-            if ms >= MIN_LIFETIME_MS {
+            // A load balancer's timeout cuts from the client's side (a FIN, or a reset);
+            // theia closing a tunnel (`upstream`) is theia's doing: a shutdown, a ping
+            // timeout. Those lifetimes say nothing about the front's limit.
+            if ms >= MIN_LIFETIME_MS && by != ClosedBy::Upstream {
                 self.lifetime(ms, true, r, pod, text);
             }
         }
@@ -235,10 +238,11 @@ impl H6 {
                 5,
                 Verdict::RuledOut,
                 format!(
-                    "{} outlived GKE's default 30 s, up to {}, and no lifetimes pile up under any value ({} in all)",
+                    "{} outlived GKE's default 30 s, up to {}, and no lifetimes pile up under any value up to that ({} in all); a limit above {} is untested",
                     plural(outlived_default, "tunnel", "tunnels"),
                     secs(longest.unwrap_or(0.0)),
-                    count(total)
+                    count(total),
+                    secs(longest.unwrap_or(0.0))
                 ),
                 RULE,
                 FIX,

@@ -205,7 +205,13 @@ pub fn human(a: &Analyzer, findings: &[Finding], sources: &[String], style: Styl
             wrap(&mut out, "    ", 8, &example_line(a, e), w);
         }
         if matches!(f.verdict, Verdict::Confirmed | Verdict::Isolated) {
-            wrap(&mut out, &format!("  {} ", style.paint("2", "rule:")), 8, f.rule, w);
+            wrap(
+                &mut out,
+                &format!("  {} ", style.paint("2", "rule:")),
+                8,
+                f.rule,
+                w,
+            );
         }
         if f.verdict == Verdict::Confirmed {
             wrap(&mut out, &format!("  {} ", style.bold("fix:")), 7, f.fix, w);

@@ -92,6 +92,8 @@ struct Hit {
     uses: u32,
     /// The latest use on this pod.
     last_at: Option<i64>,
+    /// The earliest refusal on this pod (whatever order the records came in).
+    refused_at: Option<i64>,
 }
 
 /// One use of a sid, borrowed from the record at hand.
@@ -108,7 +110,12 @@ impl Hit {
     fn as_ref(&self) -> HitRef<'_> {
         HitRef {
             pod: self.pod,
-            at: self.at,
+            // A refusal is judged at its own time (after a restart? after a cut poll?).
+            at: if self.refused {
+                self.refused_at.or(self.at)
+            } else {
+                self.at
+            },
             id: self.id.as_deref(),
             refused: self.refused,
             what: self.what,
@@ -317,6 +324,12 @@ impl Sessions {
             let keep_old = old.is_some_and(|old| old.refused || !refused);
             let first_at = min_time(r.time, old.and_then(|h| h.at));
             let last_at = r.time.max(old.and_then(|h| h.last_at));
+            let old_refused_at = old.and_then(|h| h.refused_at);
+            let refused_at = if refused {
+                min_time(r.time, old_refused_at)
+            } else {
+                old_refused_at
+            };
             if !keep_old {
                 entry.seen[i] = Some(Hit {
                     pod,
@@ -327,12 +340,14 @@ impl Sessions {
                     refusals,
                     uses,
                     last_at,
+                    refused_at,
                 });
             } else if let Some(old) = entry.seen[i].as_mut() {
                 old.refusals = refusals;
                 old.uses = uses;
                 old.at = first_at;
                 old.last_at = last_at;
+                old.refused_at = refused_at;
             }
         }
         let tally = &mut Tally {

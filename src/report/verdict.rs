@@ -181,6 +181,8 @@ mod tests {
     }
 
     const HANDSHAKE: &str = r#""event":"request","id":"h","method":"GET","sio":{"transport":"polling","sid":"S","handshake":true},"status":200,"headers":{"origin":"https://ide.example.com","host":"ide.example.com"}"#;
+    const HANDSHAKE_T: &str = r#""event":"request","id":"h2","method":"GET","sio":{"transport":"polling","sid":"T","handshake":true},"status":200,"headers":{"origin":"https://ide.example.com","host":"ide.example.com"}"#;
+    const REFUSED_T: &str = r#""event":"request","id":"r2","method":"GET","sio":{"transport":"polling","sid":"T","handshake":false},"status":400,"sio_error":{"code":1,"message":"Session ID unknown"},"flags":["sid_unknown","sid_not_issued_here"]"#;
     const POLL: &str = r#""event":"request","id":"p","method":"GET","sio":{"transport":"polling","sid":"S","handshake":false},"status":200"#;
     const REFUSED: &str = r#""event":"request","id":"r","method":"GET","sio":{"transport":"polling","sid":"S","handshake":false},"status":400,"sio_error":{"code":1,"message":"Session ID unknown"},"flags":["sid_unknown","sid_not_issued_here"]"#;
     const WS_NO_UPGRADE: &str = r#""event":"request","id":"w","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":400,"headers":{"upgrade":null},"sio_error":{"code":3,"message":"Bad request"},"flags":["upgrade_header_missing"]"#;
@@ -195,6 +197,16 @@ mod tests {
     const DRAINING: &str = r#""event":"draining","open_tunnels":0,"deadline_s":25"#;
     const STOPPED: &str = r#""event":"stopped","drained":true,"tunnels_closed_by_shutdown":0"#;
     const CUT: &str = r#""event":"tunnel_closed","id":"u","sio":{"sid":"S"},"duration_ms":2000,"closed_by":"shutdown""#;
+
+    const WS_EVIL_ORIGIN: &str = r#""event":"request","id":"e","method":"GET","sio":{"transport":"websocket"},"status":400,"headers":{"upgrade":"websocket","connection":"Upgrade","origin":"https://evil.example","host":"ide.example.com","sec-websocket-key":"k","sec-websocket-version":"13"},"sio_error":{"code":4,"message":"Forbidden"},"flags":["origin_host_mismatch","forbidden"]"#;
+    const UPGRADED_SAME_ORIGIN: &str = r#""event":"upgrade","id":"u","method":"GET","sio":{"transport":"websocket","sid":"S"},"status":101,"headers":{"upgrade":"websocket","connection":"upgrade","origin":"https://ide.example.com","host":"ide.example.com"}"#;
+    const WS_HANDSHAKE_PASSED: &str = r#""event":"upgrade","id":"p","method":"GET","sio":{"transport":"websocket"},"status":101,"headers":{"upgrade":"websocket","connection":"upgrade","origin":"https://ide.example.com","host":"localhost:3000"},"flags":["origin_host_mismatch"]"#;
+    const WS_HANDSHAKE_REFUSED: &str = r#""event":"request","id":"q","method":"GET","sio":{"transport":"websocket"},"status":400,"headers":{"upgrade":"websocket","connection":"upgrade","origin":"https://ide.example.com","host":"localhost:3000","sec-websocket-key":"k","sec-websocket-version":"13"},"sio_error":{"code":4,"message":"Forbidden"},"flags":["origin_host_mismatch","forbidden"]"#;
+    const HC_502_OWN: &str = r#""event":"request","id":"c","method":"GET","path":"/","status":502,"upstream_error":"connect: connection refused","outcome":"upstream_error","headers":{"user-agent":"GoogleHC/1.0"},"flags":["health_check","upstream_unreachable"]"#;
+
+    fn closed_by(id: &str, ms: f64, by: &str) -> String {
+        closed(id, ms).replace(r#""closed_by":"client""#, &format!(r#""closed_by":"{by}""#))
+    }
 
     fn closed(id: &str, ms: f64) -> String {
         format!(
@@ -225,8 +237,45 @@ mod tests {
         bot.push(("a", 2, WS_NO_UPGRADE));
         let mut one_address: Records = twenty_upgrades.iter().map(|r| ("a", 1, *r)).collect();
         one_address.extend([("a", 2, WS_STRIPPED), ("a", 3, WS_STRIPPED)]);
+        let mut one_scanner: Records = (0..30).map(|i| ("a", i, UPGRADED_SAME_ORIGIN)).collect();
+        one_scanner.push(("a", 31, WS_EVIL_ORIGIN));
+        let mut token: Records = (0..10).map(|i| ("a", i, WS_HANDSHAKE_PASSED)).collect();
+        token.extend((11..14).map(|i| ("a", i, WS_HANDSHAKE_REFUSED)));
+        let mut theia_restart: Records = (0..40).map(|i| ("a", i, HC_200)).collect();
+        theia_restart.extend((40..48).map(|i| ("a", i, HC_502_OWN)));
+        theia_restart.extend((48..60).map(|i| ("a", i, HC_200)));
+        let mut new_pod_one_client: Records = (0..20).map(|i| ("a", i, UPGRADED)).collect();
+        new_pod_one_client.extend([("b", 30, WS_STRIPPED), ("b", 31, WS_STRIPPED)]);
+        let theia_closed: Vec<String> = (0..5)
+            .map(|i| closed_by(&format!("t{i}"), 29_900.0 + 10.0 * f64::from(i), "upstream"))
+            .collect();
         let cases: Vec<(&str, Records, &str)> = vec![
             ("nothing", vec![], "------"),
+            (
+                "one cross-site probe among 30 upgrades whose Origin matched Host",
+                one_scanner,
+                "R--I--",
+            ),
+            (
+                "the same Origin/Host pair passed 10 times, refused 3: another check (token)",
+                token,
+                "R--R--",
+            ),
+            (
+                "GoogleHC passes but for 8 checks sockproxy answered while theia restarted",
+                theia_restart,
+                "--R---",
+            ),
+            (
+                "a new pod's only 2 attempts stripped, both from one client",
+                new_pod_one_client,
+                "I-----",
+            ),
+            (
+                "5 tunnels theia closed at 30 s: theia's doing, not the front's",
+                theia_closed.iter().map(|r| ("a", 30, r.as_str())).collect(),
+                "------",
+            ),
             (
                 "a websocket request without Upgrade and without a key is no browser's",
                 vec![("a", 1, WS_NO_UPGRADE)],
@@ -267,13 +316,28 @@ mod tests {
                 "C-----",
             ),
             (
-                "sid issued on a, refused on b",
+                "one sid issued on a, refused on b: one session can move for its own reasons",
                 vec![("a", 1, HANDSHAKE), ("b", 2, REFUSED)],
+                "-I-R--",
+            ),
+            (
+                "two sids issued on a, refused on b",
+                vec![
+                    ("a", 1, HANDSHAKE),
+                    ("b", 2, REFUSED),
+                    ("a", 3, HANDSHAKE_T),
+                    ("b", 4, REFUSED_T),
+                ],
                 "-C-R--",
             ),
             (
                 "the same, b's records first",
-                vec![("b", 2, REFUSED), ("a", 1, HANDSHAKE)],
+                vec![
+                    ("b", 4, REFUSED_T),
+                    ("b", 2, REFUSED),
+                    ("a", 3, HANDSHAKE_T),
+                    ("a", 1, HANDSHAKE),
+                ],
                 "-C-R--",
             ),
             (
@@ -288,6 +352,17 @@ mod tests {
                     ("a", 1, HANDSHAKE),
                     ("a", 2, LISTENING),
                     ("a", 3, REFUSED),
+                ],
+                "---RC-",
+            ),
+            (
+                "a poll, a restart, the refusal; newest first (gcloud logging read)",
+                vec![
+                    ("a", 4, REFUSED),
+                    ("a", 3, LISTENING),
+                    ("a", 2, POLL),
+                    ("a", 1, HANDSHAKE),
+                    ("a", 0, LISTENING),
                 ],
                 "---RC-",
             ),
