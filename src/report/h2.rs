@@ -28,7 +28,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
     let h = &a.sessions;
     let name = |p| a.pod_name(p).to_string();
     let seen = h.seen_again();
-    let moved = m.affinity.len() as u64 + h.crosses_not_kept;
+    let moved = m.affinity.len() as u64 + h.joined.crosses_not_kept;
     let concurrent = concurrent_pods(a);
     // Without any `listening` or `draining` record (logs filtered with grep, say), moves
     // after rollouts cannot be told from moves while the pod was up: ask for more.
@@ -64,10 +64,10 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
             MAX_EXAMPLES,
             m.affinity.iter().map(|c| cross_example(name, c)),
         );
-        if h.stayed > 0 {
+        if h.joined.stayed > 0 {
             f.details.push(format!(
                 "{} stayed on the pod that issued them",
-                plural(h.stayed, "session", "sessions")
+                plural(h.joined.stayed, "session", "sessions")
             ));
         }
         f
@@ -78,7 +78,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
             format!(
                 "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies or changed address?){}",
                 of(moved, seen),
-                count(h.stayed),
+                count(h.joined.stayed),
                 if blind {
                     "; no pod's start or drain is in the records, so moves after rollouts look the same"
                 } else {
@@ -99,7 +99,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
             Verdict::RuledOut,
             format!(
                 "{} seen again stayed on the pod that issued them ({} later requests; {} pods served at the same time); none moved while its pod was up",
-                plural(h.stayed, "session", "sessions"),
+                plural(h.joined.stayed, "session", "sessions"),
                 count(h.stayed_uses),
                 concurrent
             ),
@@ -170,7 +170,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
     f.counts = vec![
         ("sids_issued", h.issued),
         ("sessions_seen_again", seen),
-        ("sessions_stayed", h.stayed),
+        ("sessions_stayed", h.joined.stayed),
         ("requests_stayed", h.stayed_uses),
         ("sids_crossed", moved),
         ("sids_crossed_after_drain", m.after_drain.len() as u64),
@@ -187,6 +187,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
 fn concurrent_pods(a: &Analyzer) -> u64 {
     let spans: Vec<(i64, i64)> = a
         .sessions
+        .joined
         .stayed_by_pod
         .iter()
         .enumerate()

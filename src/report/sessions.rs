@@ -141,16 +141,10 @@ struct SidEntry {
 #[derive(Debug)]
 pub struct Sessions {
     pub issued: u64,
-    /// Sessions whose later requests all stayed on the issuing pod.
-    pub stayed: u64,
-    /// Of those, per issuing pod (for "pods that served at the same time").
-    pub stayed_by_pod: Vec<u64>,
+    /// What the joins found: sessions that stayed, moved, or were refused at home.
+    pub joined: Joined,
     /// Later requests (and upgrades) of a session on the pod that issued it.
     pub stayed_uses: u64,
-    pub crosses: Vec<Cross>,
-    pub crosses_not_kept: u64,
-    pub same_pod: Vec<SamePod>,
-    pub same_pod_not_kept: u64,
     /// Sids refused with `Session ID unknown` that no record shows being issued.
     pub unjoined: u64,
     pub unjoined_examples: Vec<(String, Example)>,
@@ -164,13 +158,8 @@ impl Default for Sessions {
     fn default() -> Sessions {
         Sessions {
             issued: 0,
-            stayed: 0,
-            stayed_by_pod: Vec::new(),
+            joined: Joined::default(),
             stayed_uses: 0,
-            crosses: Vec::new(),
-            crosses_not_kept: 0,
-            same_pod: Vec::new(),
-            same_pod_not_kept: 0,
             unjoined: 0,
             unjoined_examples: Vec::new(),
             sid_unknown: 0,
@@ -207,7 +196,7 @@ impl Sessions {
 
     /// Sessions seen again after their handshake (on any pod).
     pub fn seen_again(&self) -> u64 {
-        self.stayed + self.crosses.len() as u64 + self.crosses_not_kept
+        self.joined.stayed + self.joined.crosses.len() as u64 + self.joined.crosses_not_kept
     }
 
     /// Sorts the moves by cause with each pod's starts, drains and last record.
@@ -224,7 +213,7 @@ impl Sessions {
             after_restart: Vec::new(),
             after_cut_poll: Vec::new(),
         };
-        for c in &self.crosses {
+        for c in &self.joined.crosses {
             let p = &pods[c.issued_pod as usize];
             let skew = p.skew_to(&pods[c.pod as usize]);
             // The issuing pod went on serving this very session after the move (beyond what
@@ -256,7 +245,7 @@ impl Sessions {
                 m.affinity.push(c);
             }
         }
-        for s in &self.same_pod {
+        for s in &self.joined.same_pod {
             let p = &pods[s.pod as usize];
             let restarted = match (s.issued_at, s.at) {
                 (Some(f), Some(t)) => p.starts.iter().any(|x| *x > f && *x <= t),
@@ -350,14 +339,7 @@ impl Sessions {
                 old.refused_at = refused_at;
             }
         }
-        let tally = &mut Tally {
-            stayed: &mut self.stayed,
-            stayed_by_pod: &mut self.stayed_by_pod,
-            crosses: &mut self.crosses,
-            crosses_not_kept: &mut self.crosses_not_kept,
-            same_pod: &mut self.same_pod,
-            same_pod_not_kept: &mut self.same_pod_not_kept,
-        };
+        let tally = &mut self.joined;
         match entry.issued {
             Some((issued_pod, issued_at)) => {
                 if refused && issued_pod != pod {
@@ -394,14 +376,7 @@ impl Sessions {
             self.unjoined = self.unjoined.saturating_sub(1);
         }
         let hits = entry.seen.clone();
-        let tally = &mut Tally {
-            stayed: &mut self.stayed,
-            stayed_by_pod: &mut self.stayed_by_pod,
-            crosses: &mut self.crosses,
-            crosses_not_kept: &mut self.crosses_not_kept,
-            same_pod: &mut self.same_pod,
-            same_pod_not_kept: &mut self.same_pod_not_kept,
-        };
+        let tally = &mut self.joined;
         for hit in hits.iter().flatten() {
             if hit.pod != pod {
                 self.foreign_refusals += u64::from(hit.refusals);
@@ -413,17 +388,21 @@ impl Sessions {
     }
 }
 
-/// The counters a join updates (borrowed apart from the sid table).
-struct Tally<'a> {
-    stayed: &'a mut u64,
-    stayed_by_pod: &'a mut Vec<u64>,
-    crosses: &'a mut Vec<Cross>,
-    crosses_not_kept: &'a mut u64,
-    same_pod: &'a mut Vec<SamePod>,
-    same_pod_not_kept: &'a mut u64,
+/// What the joins found (kept apart from the sid table, so a join can update it while it
+/// holds an entry of the table).
+#[derive(Debug, Default)]
+pub struct Joined {
+    /// Sessions whose later requests all stayed on the issuing pod.
+    pub stayed: u64,
+    /// Of those, per issuing pod (for "pods that served at the same time").
+    pub stayed_by_pod: Vec<u64>,
+    pub crosses: Vec<Cross>,
+    pub crosses_not_kept: u64,
+    pub same_pod: Vec<SamePod>,
+    pub same_pod_not_kept: u64,
 }
 
-impl Tally<'_> {
+impl Joined {
     /// Records what one use of a sid (`hit`) says, given the pod that issued it.
     fn join(
         &mut self,
@@ -443,8 +422,8 @@ impl Tally<'_> {
         if hit.pod != issued_pod {
             if entry.state & CROSSED == 0 {
                 if entry.state & STAYED != 0 {
-                    *self.stayed = self.stayed.saturating_sub(1);
-                    let i = by_pod(self.stayed_by_pod);
+                    self.stayed = self.stayed.saturating_sub(1);
+                    let i = by_pod(&mut self.stayed_by_pod);
                     self.stayed_by_pod[i] = self.stayed_by_pod[i].saturating_sub(1);
                 }
                 entry.state |= CROSSED;
@@ -460,15 +439,15 @@ impl Tally<'_> {
                         what: hit.what.describe(),
                     });
                 } else {
-                    *self.crosses_not_kept += 1;
+                    self.crosses_not_kept += 1;
                 }
             }
             return;
         }
         if entry.state & (STAYED | CROSSED) == 0 {
             entry.state |= STAYED;
-            *self.stayed += 1;
-            let i = by_pod(self.stayed_by_pod);
+            self.stayed += 1;
+            let i = by_pod(&mut self.stayed_by_pod);
             self.stayed_by_pod[i] += 1;
         }
         if hit.refused && entry.state & SAME_POD_NOTED == 0 {
@@ -487,7 +466,7 @@ impl Tally<'_> {
                     cut_poll,
                 });
             } else {
-                *self.same_pod_not_kept += 1;
+                self.same_pod_not_kept += 1;
             }
         }
     }
