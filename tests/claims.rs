@@ -294,3 +294,111 @@ async fn method_path_query_and_sio_fields_are_cut_at_4_kib() {
         (path.as_str(), sid.as_str())
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// `--max-connections N`: "writes one `connection_limit` record per minute while it lasts".
+// Tokio's clock is paused, so the minute passes by `advance`. The waits here use no
+// timer (a paused clock jumps to the next timer whenever the runtime idles, and I/O
+// readiness does not stop that jump), so the run is bounded by a real-time deadline
+// from outside instead.
+
+/// `GET /metrics` on `admin`, without a timer: the value of `sockproxy_accept_paused_total`.
+async fn accept_pauses(admin: SocketAddr) -> f64 {
+    use tokio::io::AsyncReadExt;
+    let mut s = TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("sockproxy_accept_paused_total "))
+        .expect("the counter is exported")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits (without a timer) until accepting has paused `n` times in all.
+async fn paused_times(admin: SocketAddr, n: f64) {
+    while accept_pauses(admin).await < n {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(accept_pauses(admin).await, n);
+}
+
+async fn one_limit_record_per_minute() {
+    use tokio::sync::mpsc::error::TryRecvError;
+    let start = tokio::time::Instant::now();
+    let mut cfg = Config::for_upstream(closed_port().await);
+    cfg.max_connections = 1;
+    cfg.header_timeout = None; // no timer anywhere in the proxy
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = admin_listener.local_addr().unwrap();
+    let (sink, mut records) = sockproxy::sink::Sink::memory(None, None);
+    let (_stop, signals) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(sockproxy::server::run(
+        listener,
+        Some(admin_listener),
+        cfg,
+        sink,
+        signals,
+    ));
+    let mut next = async || parse_line(&records.recv().await.unwrap());
+    assert_eq!(next().await["event"], "listening");
+
+    // The first time the limit is reached: a record.
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    let r = next().await;
+    assert_eq!(
+        (&r["event"], &r["severity"], &r["max_connections"]),
+        (&"connection_limit".into(), &"WARNING".into(), &1.into())
+    );
+    paused_times(admin, 1.0).await;
+    // Reached again 0 s and 59 s later: counted, no record.
+    for (pause, later) in [(2.0, 0), (3.0, 59)] {
+        tokio::time::advance(Duration::from_secs(later)).await;
+        drop(held);
+        held = TcpStream::connect(addr).await.unwrap();
+        paused_times(admin, pause).await;
+        assert_eq!(
+            records.try_recv().err(),
+            Some(TryRecvError::Empty),
+            "pause {pause}"
+        );
+    }
+    // A minute after the record: the next one.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    drop(held);
+    let _held = TcpStream::connect(addr).await.unwrap();
+    paused_times(admin, 4.0).await;
+    let r = parse_line(&records.try_recv().expect("a record a minute later"));
+    assert_eq!(r["event"], "connection_limit");
+    assert_eq!(records.try_recv().err(), Some(TryRecvError::Empty));
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(60),
+        "the paused clock moved only by advance()"
+    );
+}
+
+#[test]
+fn at_most_one_connection_limit_record_per_minute() {
+    let (done, result) = std::sync::mpsc::channel();
+    let run = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(one_limit_record_per_minute());
+        done.send(()).unwrap();
+    });
+    if result.recv_timeout(slacken(WAIT)).is_err() {
+        // Either the run panicked (join shows why) or it is stuck past the deadline.
+        assert!(run.is_finished(), "no result within {:?}", slacken(WAIT));
+    }
+    run.join().unwrap();
+}
