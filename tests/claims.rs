@@ -402,3 +402,417 @@ fn at_most_one_connection_limit_record_per_minute() {
     }
     run.join().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// The configuration table: each flag's environment variable is the one clap reads (the
+// README's table is compared with clap's own), each is read by the binary, and each
+// value reaches the run.
+
+const BIN: &str = env!("CARGO_BIN_EXE_sockproxy");
+
+/// `(long flag, env var, default values)` of every `run` flag, as clap declares them.
+fn clap_run_flags() -> Vec<(String, Option<String>, Vec<String>)> {
+    use clap::Args;
+    let cmd = RunArgs::augment_args(clap::Command::new("sockproxy"));
+    cmd.get_arguments()
+        .filter_map(|a| {
+            let long = a.get_long()?;
+            Some((
+                format!("--{long}"),
+                a.get_env().map(|e| e.to_string_lossy().into_owned()),
+                a.get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect(),
+            ))
+        })
+        .collect()
+}
+
+/// The binary with no inherited `SOCKPROXY_*` / `GOOGLE_CLOUD_PROJECT` variables.
+fn sockproxy(args: &[&str]) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(BIN);
+    c.args(args)
+        .env_remove("RUST_LOG")
+        .env("POD_NAME", "pod-bin")
+        .env("POD_IP", "10.1.2.3")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SOCKPROXY_") || k == "GOOGLE_CLOUD_PROJECT" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn the_readme_configuration_table_is_what_clap_reads() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("a Configuration section");
+    // `| `--flag ARG` … | `ENV` … | `default` … or prose | meaning |`
+    let ticked = |cell: &str| cell.split('`').nth(1).map(str::to_string);
+    let rows: Vec<(String, Option<String>, Option<String>)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let flag = ticked(cells[0]).unwrap();
+            let flag = flag.split(' ').next().unwrap().to_string();
+            let default = match cells[2].trim() {
+                "off" => Some("false".to_string()),
+                "none" => None,
+                d if d.starts_with('`') => ticked(d),
+                _ => None, // prose: no fixed default (e.g. the CPU count)
+            };
+            (flag, ticked(cells[1]), default)
+        })
+        .collect();
+    let clap: Vec<(String, Option<String>, Option<String>)> = clap_run_flags()
+        .into_iter()
+        .map(|(flag, env, defaults)| (flag, env, defaults.first().cloned()))
+        .collect();
+    assert_eq!(rows, clap, "README's table (left) against clap (right)");
+    assert_eq!(rows.len(), 17);
+}
+
+/// A value clap refuses, for each environment variable.
+const REFUSED: &[(&str, &str)] = &[
+    ("SOCKPROXY_LISTEN", "3000"),
+    ("SOCKPROXY_UPSTREAM", "https://theia:3000"),
+    ("SOCKPROXY_ADMIN", "nowhere"),
+    ("SOCKPROXY_DRAIN_TIMEOUT", "soon"),
+    ("SOCKPROXY_LOG_ALL", "maybe"),
+    ("SOCKPROXY_SIO_PATH", "socket.io"),
+    ("SOCKPROXY_CAPTURE_HEADERS", "bad header"),
+    ("SOCKPROXY_POD_HEADER", "maybe"),
+    ("SOCKPROXY_WORKERS", "0"),
+    ("GOOGLE_CLOUD_PROJECT", "a b"),
+    ("SOCKPROXY_HEADER_TIMEOUT", "-1"),
+    ("SOCKPROXY_MAX_HEADER_BYTES", "100"),
+    ("SOCKPROXY_MAX_HEADERS", "0"),
+    ("SOCKPROXY_CONNECT_TIMEOUT", "forever"),
+    ("SOCKPROXY_MAX_CONNECTIONS", "0"),
+    ("SOCKPROXY_TUNNEL_IDLE_TIMEOUT", "later"),
+    ("SOCKPROXY_REDACT_QUERY", ","),
+];
+
+#[tokio::test]
+async fn the_binary_reads_every_environment_variable_for_its_flag() {
+    let flags = clap_run_flags();
+    let mut envs: Vec<&str> = flags.iter().filter_map(|(_, e, _)| e.as_deref()).collect();
+    let mut table: Vec<&str> = REFUSED.iter().map(|(e, _)| *e).collect();
+    envs.sort();
+    table.sort();
+    assert_eq!(table, envs, "one refused value per variable clap reads");
+    for (env, bad) in REFUSED {
+        let flag = &flags
+            .iter()
+            .find(|(_, e, _)| e.as_deref() == Some(env))
+            .unwrap()
+            .0;
+        let out = within(sockproxy(&[]).env(env, bad).output()).await.unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env}={bad}: {err}");
+        assert!(out.stdout.is_empty(), "{env}");
+        assert_eq!(
+            err.trim_end(),
+            err.lines().next().unwrap_or_default(),
+            "{env}: one line"
+        );
+        assert!(
+            err.contains(&format!("invalid value '{bad}' for {flag} (env {env})")),
+            "{env}={bad}: {err}"
+        );
+    }
+}
+
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// The binary started with `env`; its stdout lines and its `listening` record.
+async fn spawn_with_env(env: &[(&str, String)]) -> (tokio::process::Child, Lines, Value) {
+    use tokio::io::AsyncBufReadExt;
+    let mut cmd = sockproxy(&[]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = next_line(&mut lines).await;
+    assert_eq!(listening["event"], "listening", "{listening}");
+    (child, lines, listening)
+}
+
+async fn next_line(lines: &mut Lines) -> Value {
+    let line = within(lines.next_line())
+        .await
+        .unwrap()
+        .expect("stdout ended");
+    parse_line(&format!("{line}\n"))
+}
+
+/// Skips records until one with `event`.
+async fn next_of(lines: &mut Lines, event: &str) -> Value {
+    loop {
+        let r = next_line(lines).await;
+        if r["event"] == event {
+            return r;
+        }
+    }
+}
+
+/// One request on a new connection; the whole response as text.
+async fn exchange(addr: SocketAddr, head: &str) -> String {
+    let mut c = send_raw(addr, head.as_bytes()).await;
+    String::from_utf8_lossy(&read_to_end(&mut c).await).into_owned()
+}
+
+#[tokio::test]
+async fn every_environment_variable_reaches_the_run() {
+    use futures_util::StreamExt;
+    let engine = engine_upstream().await;
+    let env = [
+        ("SOCKPROXY_LISTEN", "127.0.0.1:0".to_string()),
+        ("SOCKPROXY_UPSTREAM", format!("http://{engine}")),
+        ("SOCKPROXY_ADMIN", "127.0.0.1:0".into()),
+        ("SOCKPROXY_DRAIN_TIMEOUT", "7".into()),
+        ("SOCKPROXY_LOG_ALL", "true".into()),
+        ("SOCKPROXY_SIO_PATH", "/engine.io/".into()),
+        ("SOCKPROXY_CAPTURE_HEADERS", "x-a,X-B".into()),
+        ("SOCKPROXY_POD_HEADER", "true".into()),
+        ("GOOGLE_CLOUD_PROJECT", "proj-1".into()),
+        ("SOCKPROXY_HEADER_TIMEOUT", "1".into()),
+        ("SOCKPROXY_MAX_HEADER_BYTES", "2048".into()),
+        ("SOCKPROXY_MAX_HEADERS", "5".into()),
+        ("SOCKPROXY_MAX_CONNECTIONS", "2".into()),
+        ("SOCKPROXY_TUNNEL_IDLE_TIMEOUT", "0.5".into()),
+        ("SOCKPROXY_REDACT_QUERY", "mykey".into()),
+        // SOCKPROXY_WORKERS and SOCKPROXY_CONNECT_TIMEOUT: the next test.
+    ];
+    let (child, mut lines, l) = spawn_with_env(&env).await;
+    let addr: SocketAddr = l["listen"].as_str().unwrap().parse().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 3000, "LISTEN: port 0 picked a free port");
+    let admin: SocketAddr = l["admin"].as_str().unwrap().parse().unwrap();
+    assert_ne!(admin.port(), 9901, "ADMIN");
+    assert_eq!(l["upstream"], engine.to_string(), "UPSTREAM");
+    assert_eq!(l["drain_timeout_s"], 7.0, "DRAIN_TIMEOUT");
+    assert_eq!(l["log_all"], true, "LOG_ALL");
+    assert_eq!(l["sio_path"], "/engine.io/", "SIO_PATH");
+
+    // MAX_CONNECTIONS, then HEADER_TIMEOUT: two idle connections reach the limit, and
+    // both are closed once their head is 1 s late (not 75 s).
+    let started = std::time::Instant::now();
+    let mut idle = [
+        TcpStream::connect(addr).await.unwrap(),
+        TcpStream::connect(addr).await.unwrap(),
+    ];
+    let r = next_of(&mut lines, "connection_limit").await;
+    assert_eq!(r["max_connections"], 2, "MAX_CONNECTIONS");
+    for c in &mut idle {
+        assert!(read_to_end(c).await.is_empty());
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "HEADER_TIMEOUT: closed after {took:?}"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            next_of(&mut lines, "client_error").await["error_kind"],
+            "header_timeout"
+        );
+    }
+
+    // LOG_ALL, SIO_PATH, CAPTURE_HEADERS, POD_HEADER, GOOGLE_CLOUD_PROJECT, REDACT_QUERY.
+    let resp = exchange(
+        addr,
+        "GET /engine.io/?EIO=4&transport=polling&mykey=v1&token=v2 HTTP/1.1\r\nHost: h\r\n\
+         X-A: 1\r\nX-B: 2\r\nX-Cloud-Trace-Context: 0123456789abcdef0123456789abcdef/1;o=1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("\r\nx-pod-name: pod-bin\r\n"),
+        "POD_HEADER: {resp}"
+    );
+    let r = next_of(&mut lines, "request").await;
+    assert_eq!(r["sio"]["transport"], "polling", "SIO_PATH");
+    assert_eq!(
+        (&r["headers"]["x-a"], &r["headers"]["x-b"]),
+        (&"1".into(), &"2".into()),
+        "CAPTURE_HEADERS"
+    );
+    assert_eq!(
+        r["logging.googleapis.com/trace"],
+        "projects/proj-1/traces/0123456789abcdef0123456789abcdef",
+        "GOOGLE_CLOUD_PROJECT"
+    );
+    assert_eq!(
+        r["query"], "EIO=4&transport=polling&mykey=<redacted>&token=v2",
+        "REDACT_QUERY"
+    );
+    exchange(
+        addr,
+        "GET /plain HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let r = next_of(&mut lines, "request").await;
+    assert_eq!(
+        (&r["path"], &r["status"]),
+        (&"/plain".into(), &404.into()),
+        "LOG_ALL"
+    );
+
+    // MAX_HEADER_BYTES and MAX_HEADERS: 431 where the defaults (64 KiB, 2000) take it.
+    let big = format!(
+        "GET /a HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(3000)
+    );
+    let many = format!(
+        "GET /b HTTP/1.1\r\nHost: h\r\n{}\r\n",
+        "X-N: 1\r\n".repeat(6)
+    );
+    for (what, head) in [("MAX_HEADER_BYTES", big), ("MAX_HEADERS", many)] {
+        assert!(
+            exchange(addr, &head).await.starts_with("HTTP/1.1 431 "),
+            "{what}"
+        );
+        assert_eq!(
+            next_of(&mut lines, "client_error").await["error_kind"],
+            "head_too_large",
+            "{what}"
+        );
+    }
+
+    // TUNNEL_IDLE_TIMEOUT: a quiet tunnel is closed by sockproxy after 0.5 s.
+    let (mut ws, _) = ws_connect(addr, "/socket.io/?EIO=4&transport=websocket").await;
+    within(ws.next()).await.unwrap().unwrap(); // the open packet
+    ws_until_end(&mut ws).await;
+    let r = next_of(&mut lines, "tunnel_closed").await;
+    assert_eq!(r["closed_by"], "idle_timeout", "TUNNEL_IDLE_TIMEOUT");
+
+    // DRAIN_TIMEOUT, at SIGTERM.
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        next_of(&mut lines, "draining").await["deadline_s"],
+        7.0,
+        "DRAIN_TIMEOUT"
+    );
+    let out = within(child.wait_with_output()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Threads of the process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("Threads: in /proc/PID/status")
+}
+
+#[tokio::test]
+async fn workers_and_connect_timeout_from_the_environment() {
+    // WORKERS: one more worker than the default (the CPUs) shows as one more thread, the
+    // same count as the flag gives.
+    let n = std::thread::available_parallelism().unwrap().get() + 1;
+    let base = [
+        ("SOCKPROXY_LISTEN", "127.0.0.1:0".to_string()),
+        ("SOCKPROXY_ADMIN", "off".into()),
+    ];
+    let (by_env, _, _) = spawn_with_env(&[
+        base[0].clone(),
+        base[1].clone(),
+        ("SOCKPROXY_WORKERS", n.to_string()),
+    ])
+    .await;
+    let (default, _, _) = spawn_with_env(&base).await;
+    let (by_flag, _, _) = {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = sockproxy(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "off",
+            "--workers",
+            &n.to_string(),
+        ])
+        .spawn()
+        .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let l = next_line(&mut lines).await;
+        (child, lines, l)
+    };
+    let [by_env, default, by_flag] =
+        [&by_env, &default, &by_flag].map(|c| threads(c.id().unwrap()));
+    assert_eq!(
+        by_env, by_flag,
+        "WORKERS={n} gives what --workers {n} gives"
+    );
+    assert_eq!(
+        by_env,
+        default + 1,
+        "one worker thread more than the default"
+    );
+
+    // CONNECT_TIMEOUT: an upstream that never completes a connect gets the 504 after
+    // 0.3 s, not the default 10 s.
+    let (stuck, _held) = full_backlog().await;
+    let (_proxy, mut lines, l) = spawn_with_env(&[
+        base[0].clone(),
+        base[1].clone(),
+        ("SOCKPROXY_UPSTREAM", stuck.to_string()),
+        ("SOCKPROXY_CONNECT_TIMEOUT", "0.3".into()),
+    ])
+    .await;
+    let addr: SocketAddr = l["listen"].as_str().unwrap().parse().unwrap();
+    let started = std::time::Instant::now();
+    let resp = exchange(
+        addr,
+        "GET /x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(resp.starts_with("HTTP/1.1 504 "), "{resp}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    assert!(
+        took < slacken(Duration::from_secs(3)),
+        "CONNECT_TIMEOUT: 504 after {took:?}"
+    );
+    let r = next_of(&mut lines, "request").await;
+    assert_eq!(r["upstream_error"], "connect timed out");
+}
+
+/// A listener whose accept queue is full: connects to it hang (SYNs are dropped).
+async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        // A connect the queue takes completes at once; one that has not within this time
+        // is taken to hang (the margin is on the load side, hence the slack).
+        let hangs_after = slacken(Duration::from_millis(300));
+        match tokio::time::timeout(hangs_after, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    std::mem::forget(listener); // never accepts, stays open for the test
+    (addr, held)
+}
