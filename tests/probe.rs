@@ -232,8 +232,21 @@ async fn healthy_every_step_passes() {
     for step in s["steps"].as_array().unwrap() {
         assert_eq!(step["ok"], true, "{step}");
         assert_eq!(step["pod"], "pod-a", "{step}");
-        assert!(step["ms"].as_f64().unwrap() >= 0.0);
     }
+    // Each step's own wall time: every step does I/O (so it took some time), and the
+    // steps run one after the other inside the session (so together no longer than it).
+    let step_ms: Vec<f64> = s["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["ms"].as_f64().unwrap())
+        .collect();
+    assert!(step_ms.iter().all(|ms| *ms > 0.0), "{step_ms:?}");
+    let session_ms = s["ms"].as_f64().unwrap();
+    assert!(
+        step_ms.iter().sum::<f64>() <= session_ms,
+        "steps {step_ms:?} within the session's {session_ms} ms"
+    );
     let sid = s["sid"].as_str().unwrap();
     assert!(sid.starts_with("demoSid"), "{sid}");
     assert_eq!(s["steps"][3]["status"], 101);
