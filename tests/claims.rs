@@ -816,3 +816,208 @@ async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
     std::mem::forget(listener); // never accepts, stays open for the test
     (addr, held)
 }
+
+// ---------------------------------------------------------------------------------------
+// The Rust tests' engine.io upstream (`demo::serve_engine`) answers as the real socket.io
+// 4.8 does: its answers to the cases of tests/fixtures/engine-io-bytes.json, captured from
+// socket.io by tests/e2e/tools/capture-engine-bytes.js (the e2e suite re-captures and
+// compares, so a drift of socket.io is caught there), must be the captured bytes. The
+// runner and the normalisation are tests/e2e/lib/engine-bytes.js's, in Rust.
+
+/// Bytes as the fixture holds them: one character per byte (latin1).
+fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| char::from(b)).collect()
+}
+
+fn unlatin1(text: &str) -> Vec<u8> {
+    text.chars()
+        .map(|c| u8::try_from(u32::from(c)).unwrap())
+        .collect()
+}
+
+/// The capture's normalisation: `Date` values, and sids by order of first appearance.
+fn normalise_capture(text: &str, sids: &mut Vec<String>) -> String {
+    let dated: Vec<String> = text
+        .split("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((name, _)) if name.eq_ignore_ascii_case("date") => format!("{name}: <date>"),
+            _ => line.to_string(),
+        })
+        .collect();
+    let text = dated.join("\r\n");
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(r#""sid":""#) {
+        let (before, after) = rest.split_at(at + 7);
+        let end = after.find('"').expect("a closed string");
+        let sid = &after[..end];
+        let n = match sids.iter().position(|s| s == sid) {
+            Some(i) => i + 1,
+            None => {
+                sids.push(sid.to_string());
+                sids.len()
+            }
+        };
+        out.push_str(before);
+        out.push_str(&format!("{{sid{n}}}"));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// What may differ between hyper and Node: the case of header names (RFC 9110 §5.1) and
+/// of chunk-size digits (RFC 9112 §7.1, HEXDIG).
+fn fold_case(response: &str) -> String {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let mut out = vec![lines.next().unwrap().to_string()];
+    out.extend(lines.map(|l| match l.split_once(':') {
+        Some((name, value)) => format!("{}:{value}", name.to_ascii_lowercase()),
+        None => l.to_string(),
+    }));
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("\r\ntransfer-encoding: chunked");
+    let body = if chunked {
+        // size line, data, size line, data, …, "0", "", "": lower-case the size lines
+        let mut parts: Vec<String> = body.split("\r\n").map(str::to_string).collect();
+        for p in parts.iter_mut().step_by(2) {
+            *p = p.to_ascii_lowercase();
+        }
+        parts.join("\r\n")
+    } else {
+        body.to_string()
+    };
+    format!("{}\r\n\r\n{body}", out.join("\r\n"))
+}
+
+/// A client frame: FIN, text (or an empty close), masked with the capture's key.
+fn client_frame(text: &str) -> Vec<u8> {
+    let (opcode, payload) = if text == "close" {
+        (0x88, &b""[..])
+    } else {
+        (0x81, text.as_bytes())
+    };
+    assert!(payload.len() <= 125);
+    let mask = [1u8, 2, 3, 4];
+    let mut f = vec![opcode, 0x80 | payload.len() as u8];
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Splits one short server frame off the front of `buf`, if it is complete.
+fn take_frame(buf: &mut Vec<u8>) -> Option<String> {
+    let len = 2 + usize::from(*buf.get(1)? & 0x7f);
+    (buf.len() >= len).then(|| latin1(&buf.drain(..len).collect::<Vec<u8>>()))
+}
+
+/// Runs one fixture case against `addr`: the response and the frames, as latin1 text.
+async fn engine_case(addr: SocketAddr, case: &Value, sids: &[String]) -> (String, Vec<String>) {
+    use tokio::io::AsyncReadExt;
+    let strings = |k: &str| -> Vec<String> {
+        case[k].as_array().map_or(vec![], |a| {
+            a.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+        })
+    };
+    let mut request = case["request"].as_str().unwrap().to_string();
+    for (i, sid) in sids.iter().enumerate() {
+        request = request.replace(&format!("{{sid{}}}", i + 1), sid);
+    }
+    assert!(!request.contains("{sid"), "{request}: a sid not issued yet");
+    let mut s = send_raw(addr, &unlatin1(&request)).await;
+    let mut buf = Vec::new();
+    let head = latin1(&read_head(&mut s, &mut buf).await);
+    let lower = head.to_ascii_lowercase();
+    let status = head[9..12].to_string();
+    let body_len = if status == "101" {
+        0
+    } else if lower.contains("\r\ntransfer-encoding: chunked") {
+        read_until(&mut s, &mut buf, b"0\r\n\r\n").await;
+        find(&buf, b"0\r\n\r\n").unwrap() + 5
+    } else if let Some(cl) = lower.split("\r\ncontent-length: ").nth(1) {
+        let len: usize = cl.split("\r\n").next().unwrap().trim().parse().unwrap();
+        read_at_least(&mut s, &mut buf, len).await;
+        len
+    } else {
+        within(s.read_to_end(&mut buf)).await.unwrap();
+        buf.len()
+    };
+    let response = head + &latin1(&buf.drain(..body_len).collect::<Vec<u8>>());
+    let mut frames = Vec::new();
+    if status != "101" {
+        if lower.contains("\r\nconnection: close\r\n") {
+            within(s.read_to_end(&mut buf)).await.unwrap();
+            if !buf.is_empty() {
+                frames.push(latin1(&buf));
+            }
+            frames.push("<end>".into());
+        }
+        return (response, frames);
+    }
+    for t in strings("send") {
+        s.write_all(&client_frame(&t)).await.unwrap();
+    }
+    let read = case["read"].as_u64().unwrap_or(0) as usize;
+    while frames.len() < read {
+        match take_frame(&mut buf) {
+            Some(f) => frames.push(f),
+            None => {
+                let want = buf.len() + 1;
+                read_at_least(&mut s, &mut buf, want).await;
+            }
+        }
+    }
+    for t in strings("thenSend") {
+        s.write_all(&client_frame(&t)).await.unwrap();
+    }
+    if case["end"] == true {
+        within(s.read_to_end(&mut buf)).await.unwrap();
+        while let Some(f) = take_frame(&mut buf) {
+            frames.push(f);
+        }
+        if !buf.is_empty() {
+            frames.push(latin1(&buf));
+        }
+        frames.push("<end>".into());
+    }
+    (response, frames)
+}
+
+#[tokio::test]
+async fn the_demo_upstream_answers_as_socket_io_4_8_does() {
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/engine-io-bytes.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        fixture["versions"]["socket.io"]
+            .as_str()
+            .unwrap()
+            .starts_with("4.8.")
+    );
+    let engine = engine_upstream().await;
+    let mut sids = Vec::new();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let (response, frames) = engine_case(engine, case, &sids).await;
+        let response = normalise_capture(&response, &mut sids);
+        let frames: Vec<String> = frames
+            .iter()
+            .map(|f| normalise_capture(f, &mut sids))
+            .collect();
+        let want = case["response"].as_str().unwrap();
+        assert_eq!(fold_case(&response), fold_case(want), "{name}");
+        let want_frames: Vec<&str> = case["frames"]
+            .as_array()
+            .map_or(vec![], |a| a.iter().map(|f| f.as_str().unwrap()).collect());
+        assert_eq!(frames, want_frames, "{name}: frames");
+    }
+}
