@@ -585,7 +585,7 @@ async fn every_environment_variable_reaches_the_run() {
         ("SOCKPROXY_DRAIN_TIMEOUT", "7".into()),
         ("SOCKPROXY_LOG_ALL", "true".into()),
         ("SOCKPROXY_SIO_PATH", "/engine.io/".into()),
-        ("SOCKPROXY_CAPTURE_HEADERS", "x-a,X-B".into()),
+        ("SOCKPROXY_CAPTURE_HEADERS", "x-a,X-B,Date".into()),
         ("SOCKPROXY_POD_HEADER", "true".into()),
         ("GOOGLE_CLOUD_PROJECT", "proj-1".into()),
         ("SOCKPROXY_HEADER_TIMEOUT", "1".into()),
@@ -649,6 +649,11 @@ async fn every_environment_variable_reaches_the_run() {
         (&r["headers"]["x-a"], &r["headers"]["x-b"]),
         (&"1".into(), &"2".into()),
         "CAPTURE_HEADERS"
+    );
+    let date = r["resp_headers"]["date"].as_str().unwrap_or_default();
+    assert!(
+        date.ends_with(" GMT"),
+        "CAPTURE_HEADERS: response headers too: {r}"
     );
     assert_eq!(
         r["logging.googleapis.com/trace"],
@@ -1020,4 +1025,67 @@ async fn the_demo_upstream_answers_as_socket_io_4_8_does() {
             .map_or(vec![], |a| a.iter().map(|f| f.as_str().unwrap()).collect());
         assert_eq!(frames, want_frames, "{name}: frames");
     }
+}
+
+// `--max-connections`: "client connections open at once, tunnels included".
+#[tokio::test]
+async fn a_tunnel_keeps_its_connection_slot() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let engine = engine_upstream().await;
+    let mut proxy = Proxy::start(engine, |c| c.max_connections = 1).await;
+    let sid = {
+        let (status, _, body) = get(proxy.addr, "GET", "/socket.io/?EIO=4&transport=polling").await;
+        assert_eq!(status, 200);
+        sockproxy::sio::open_packet_sid(body.as_bytes()).unwrap()
+    };
+    let (mut ws, _) = ws_connect(
+        proxy.addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+    )
+    .await;
+    // A round trip through the tunnel: the HTTP connection has handed its socket over.
+    within(ws.send(Message::text("2probe"))).await.unwrap();
+    assert_eq!(
+        within(ws.next()).await.unwrap().unwrap(),
+        Message::text("3probe")
+    );
+    proxy.next_event("upgrade").await;
+    let m = scrape(proxy.admin).await;
+    assert_eq!(
+        m["sockproxy_connections_open{}"], 1.0,
+        "the tunnel holds the one slot"
+    );
+    // A second client waits in the backlog until the tunnel ends.
+    let mut c = send_raw(
+        proxy.addr,
+        b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    // Not answered while the tunnel lives (a proxy that freed the slot at the upgrade
+    // answers within milliseconds; the window is widened by the slack, never narrowed).
+    let mut early = [0u8; 1];
+    let waited = tokio::time::timeout(
+        slacken(Duration::from_millis(200)),
+        tokio::io::AsyncReadExt::read(&mut c, &mut early),
+    )
+    .await;
+    assert!(waited.is_err(), "served above the limit: {waited:?}");
+    within(ws.close(None)).await.unwrap();
+    ws_until_end(&mut ws).await;
+    drop(ws);
+    assert!(
+        read_to_end(&mut c)
+            .await
+            .starts_with(b"HTTP/1.1 200 OK\r\n")
+    );
+    let events: Vec<String> = [proxy.next_record().await, proxy.next_record().await]
+        .iter()
+        .map(|r| r["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events,
+        ["tunnel_closed", "request"],
+        "served after the tunnel ended"
+    );
 }
