@@ -3,8 +3,9 @@
 //! traffic on stdout and a short explanation on stderr.
 //!
 //! The upstream speaks enough of engine.io v4 for a polling handshake, the websocket
-//! upgrade (`2probe`/`3probe`/`5`) and message echo, and it refuses requests exactly the
-//! way engine.io does (JSON 400 on the polling path, raw 400 text on the upgrade path).
+//! upgrade (`2probe`/`3probe`/`5`) and message echo, and it refuses requests the way
+//! engine.io does (JSON 400 on the polling path, raw 400 text on the upgrade path): its
+//! answers are pinned to a real socket.io 4.8 server's bytes (see [`serve_engine`]).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -221,6 +222,12 @@ async fn http(
 }
 
 /// The engine.io-speaking upstream: serves `listener` until the process ends.
+///
+/// Its answers to the requests of `tests/fixtures/engine-io-bytes.json` are those of a real
+/// socket.io 4.8 server (default options), byte for byte up to the case of header names
+/// and chunk sizes, the `Date` value and the sids (`tests/claims.rs` compares them). Not
+/// pinned: a poll with nothing queued is answered `6` (noop) at once, where engine.io
+/// holds it until the next ping; a path without `/socket.io/` gets 404.
 pub async fn serve_engine(listener: TcpListener) {
     let engine = Arc::new(Engine::default());
     loop {
@@ -230,7 +237,10 @@ pub async fn serve_engine(listener: TcpListener) {
         let engine = engine.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| engine.clone().handle(req));
+            // Node writes `Date` where it belongs among its headers, and not at all on
+            // engine.io's raw refusals: the answers set it themselves.
             let _ = hyper::server::conn::http1::Builder::new()
+                .auto_date_header(false)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades()
                 .await;
@@ -245,12 +255,24 @@ struct Engine {
 }
 
 impl Engine {
-    fn new_sid(&self) -> String {
+    /// A fresh 20-character id (engine.io's are 20 characters too), `prefix` + digits.
+    fn new_id(&self, prefix: &str) -> String {
         let mut n = self.next.lock().unwrap_or_else(|p| p.into_inner());
         *n += 1;
-        format!("demoSid{:013}", *n)
+        format!("{prefix}{:0width$}", *n, width = 20 - prefix.len())
     }
 
+    fn new_session(&self) -> String {
+        let sid = self.new_id("demoSid");
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sid.clone(), Vec::new());
+        sid
+    }
+
+    /// Follows engine.io's `Server.verify` and `handshake` (lib/server.ts): transport,
+    /// then the sid, then the handshake's method, upgrade and protocol version.
     async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
@@ -262,6 +284,14 @@ impl Engine {
                 .get(header::CONNECTION)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(crate::flags::has_upgrade_token);
+        // Node answers `Connection: close` to a request that asked for it, else keep-alive.
+        let keep_alive = !req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"));
         let known = |sid: &str| {
             self.sessions
                 .lock()
@@ -269,7 +299,12 @@ impl Engine {
                 .contains_key(sid)
         };
         if !req.uri().path().contains("/socket.io/") {
-            return Ok(text(StatusCode::NOT_FOUND, "text/plain", "Not Found"));
+            return Ok(node_response(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "Not Found".into(),
+                keep_alive,
+            ));
         }
         if upgrade {
             // engine.io's abortUpgrade: raw 400 with the plain message.
@@ -278,23 +313,15 @@ impl Engine {
             {
                 return Ok(raw_400("Session ID unknown"));
             }
+            // Then ws's own check of the key (ws lib/websocket-server.js abortHandshake).
             let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-                return Ok(raw_400("Bad request"));
+                return Ok(raw_400("Missing or invalid Sec-WebSocket-Key header"));
             };
             let accept = derive_accept_key(key.as_bytes());
             let on_upgrade = hyper::upgrade::on(&mut req);
             let open = match q.sid {
                 Some(_) => None,
-                None => {
-                    let sid = self.new_sid();
-                    self.sessions
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(sid.clone(), Vec::new());
-                    Some(format!(
-                        r#"0{{"sid":"{sid}","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}}"#
-                    ))
-                }
+                None => Some(open_packet(&self.new_session(), "[]")),
             };
             tokio::spawn(async move {
                 if let Ok(up) = on_upgrade.await {
@@ -313,60 +340,91 @@ impl Engine {
             return Ok(resp);
         }
         // engine.io's abortRequest: JSON, chunked (no Content-Length), as Node sends it.
-        let refuse = |status: StatusCode, code: u8, msg: &str| Ok(json_error(status, code, msg));
-        match (q.transport.as_deref(), q.sid.as_deref()) {
-            (Some("websocket"), _) => refuse(StatusCode::BAD_REQUEST, 3, "Bad request"),
-            (Some("polling"), None) if req.method() == http::Method::GET => {
-                let sid = self.new_sid();
-                self.sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(sid.clone(), Vec::new());
-                let open = format!(
-                    r#"0{{"sid":"{sid}","upgrades":["websocket"],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}}"#
-                );
-                Ok(text(StatusCode::OK, "text/plain; charset=UTF-8", &open))
-            }
-            (Some("polling"), None) => refuse(StatusCode::BAD_REQUEST, 2, "Bad handshake method"),
-            (Some("polling"), Some(sid)) if !known(sid) => {
-                refuse(StatusCode::BAD_REQUEST, 1, "Session ID unknown")
-            }
-            (Some("polling"), Some(sid)) => {
-                let sid = sid.to_string();
-                if req.method() == http::Method::POST {
-                    let body = req
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    if body.as_ref() == b"40" {
-                        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(q) = s.get_mut(&sid) {
-                            q.push(format!(r#"40{{"sid":"{sid}-ns"}}"#));
-                        }
-                    }
-                    return Ok(text(StatusCode::OK, "text/html", "ok"));
-                }
-                let packets = self
-                    .sessions
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_mut(&sid)
-                    .map(std::mem::take)
-                    .unwrap_or_default();
-                let payload = if packets.is_empty() {
-                    "6".to_string()
-                } else {
-                    packets.join("\u{1e}")
-                };
-                Ok(text(StatusCode::OK, "text/plain; charset=UTF-8", &payload))
-            }
-            _ => refuse(StatusCode::BAD_REQUEST, 0, "Transport unknown"),
+        let refuse =
+            |code: u8, msg: &str| Ok(json_error(StatusCode::BAD_REQUEST, code, msg, keep_alive));
+        let transport = q.transport.as_deref();
+        if !matches!(transport, Some("polling" | "websocket")) {
+            return refuse(0, "Transport unknown");
         }
+        let Some(sid) = q.sid.as_deref() else {
+            if req.method() != http::Method::GET {
+                return refuse(2, "Bad handshake method");
+            }
+            if transport == Some("websocket") {
+                return refuse(3, "Bad request");
+            }
+            if q.eio.as_deref() != Some("4") {
+                return refuse(5, "Unsupported protocol version");
+            }
+            let open = open_packet(&self.new_session(), r#"["websocket"]"#);
+            return Ok(polling(
+                StatusCode::OK,
+                "text/plain; charset=UTF-8",
+                open,
+                keep_alive,
+            ));
+        };
+        if !known(sid) {
+            return refuse(1, "Session ID unknown");
+        }
+        if transport == Some("websocket") {
+            // The session's transport is polling: asking for another one without an upgrade.
+            return refuse(3, "Bad request");
+        }
+        let sid = sid.to_string();
+        if req.method() == http::Method::POST {
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if body.as_ref() == b"40" {
+                // socket.io answers a namespace connect with the socket's own id.
+                let nsid = self.new_id("demoNsp");
+                let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(q) = s.get_mut(&sid) {
+                    q.push(format!(r#"40{{"sid":"{nsid}"}}"#));
+                }
+            }
+            return Ok(polling(
+                StatusCode::OK,
+                "text/html",
+                "ok".into(),
+                keep_alive,
+            ));
+        }
+        let packets = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&sid)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        let payload = if packets.is_empty() {
+            "6".to_string()
+        } else {
+            packets.join("\u{1e}")
+        };
+        Ok(polling(
+            StatusCode::OK,
+            "text/plain; charset=UTF-8",
+            payload,
+            keep_alive,
+        ))
     }
 }
 
+/// engine.io v4's open packet with socket.io's default timings.
+fn open_packet(sid: &str, upgrades: &str) -> String {
+    format!(
+        r#"0{{"sid":"{sid}","upgrades":{upgrades},"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}}"#
+    )
+}
+
+/// Speaks like the `ws` library under engine.io: the open packet first on a
+/// websocket-only handshake, `3probe` for `2probe`, and a close frame answered with one
+/// before the connection ends.
 async fn echo_ws(up: hyper::upgrade::Upgraded, open: Option<String>) -> Result<(), Error> {
     let mut ws =
         tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None)
@@ -378,7 +436,11 @@ async fn echo_ws(up: hyper::upgrade::Upgraded, open: Option<String>) -> Result<(
         match msg? {
             Message::Text(t) if t.as_str() == "2probe" => ws.send(Message::text("3probe")).await?,
             Message::Text(t) if t.starts_with('4') => ws.send(Message::Text(t)).await?,
-            Message::Close(_) => break,
+            Message::Close(_) => {
+                // tungstenite has queued the answering close frame; send it.
+                let _ = ws.flush().await;
+                break;
+            }
             _ => {}
         }
     }
@@ -389,17 +451,72 @@ fn empty() -> DemoBody {
     Full::new(Bytes::new()).boxed()
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: &str) -> Response<DemoBody> {
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())).boxed());
+/// A plain answer of a Node server: `Content-Type`, `Content-Length`, Node's headers.
+fn node_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    keep_alive: bool,
+) -> Response<DemoBody> {
+    let len = body.len();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    let h = resp.headers_mut();
+    h.insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static(content_type),
     );
+    h.insert(header::CONTENT_LENGTH, len.into());
+    node_headers(&mut resp, keep_alive);
     resp
 }
 
-fn json_error(status: StatusCode, code: u8, message: &str) -> Response<DemoBody> {
+/// The headers Node adds after the caller's: `Date`, then `Connection: keep-alive` and
+/// `Keep-Alive: timeout=5`, or `Connection: close`.
+fn node_headers(resp: &mut Response<DemoBody>, keep_alive: bool) {
+    let h = resp.headers_mut();
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    h.insert(
+        header::DATE,
+        date.parse().expect("an HTTP date is a valid value"),
+    );
+    if keep_alive {
+        h.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("keep-alive"),
+        );
+        h.insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
+    } else {
+        h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+}
+
+/// engine.io's polling answer: `Content-Type`, `Content-Length`, `cache-control:
+/// no-store`, then Node's headers.
+fn polling(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    keep_alive: bool,
+) -> Response<DemoBody> {
+    let len = body.len();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    h.insert(header::CONTENT_LENGTH, len.into());
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    node_headers(&mut resp, keep_alive);
+    resp
+}
+
+fn json_error(status: StatusCode, code: u8, message: &str, keep_alive: bool) -> Response<DemoBody> {
     let json = Bytes::from(format!(r#"{{"code":{code},"message":"{message}"}}"#));
     let stream = futures_util::stream::iter([Ok::<_, Infallible>(Frame::data(json))]);
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
@@ -408,12 +525,26 @@ fn json_error(status: StatusCode, code: u8, message: &str) -> Response<DemoBody>
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
+    node_headers(&mut resp, keep_alive);
+    resp.headers_mut().insert(
+        header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
     resp
 }
 
+/// The raw refusal written straight to the socket by engine.io's `abortUpgrade` or by ws's
+/// `abortHandshake`: no `Date`, then closed. (abortUpgrade spells it `Content-type`; hyper
+/// writes every name in lower case.)
 fn raw_400(message: &'static str) -> Response<DemoBody> {
-    let mut resp = text(StatusCode::BAD_REQUEST, "text/html", message);
-    resp.headers_mut()
-        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    let mut resp = Response::new(Full::new(Bytes::from_static(message.as_bytes())).boxed());
+    *resp.status_mut() = StatusCode::BAD_REQUEST;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    h.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html"),
+    );
+    h.insert(header::CONTENT_LENGTH, message.len().into());
     resp
 }

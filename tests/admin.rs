@@ -43,15 +43,25 @@ async fn metrics_count_what_happened() {
     let mut c = send_raw(proxy.addr, b"GET /socket.io/?EIO=4&transport=websocket&sid=stale HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
     read_to_end(&mut c).await;
     let (mut ws, _) = ws_connect(proxy.addr, "/socket.io/?EIO=4&transport=websocket").await;
-    within(ws.next()).await.unwrap().unwrap(); // the open packet
+    let open_packet = within(ws.next()).await.unwrap().unwrap();
     within(ws.send(Message::text("2probe"))).await.unwrap();
     within(ws.next()).await.unwrap().unwrap();
     proxy.next_event("upgrade").await;
+    // Frames on the wire (RFC 6455 §5.2): 2 header bytes below 126 bytes of payload, plus
+    // a 4-byte mask from the client.
+    let frame = |payload: usize, masked: bool| (2 + payload + if masked { 4 } else { 0 }) as f64;
+    assert!(open_packet.len() < 126, "{open_packet}");
     let open = scrape(proxy.admin).await;
     assert_eq!(open["sockproxy_tunnels_open{}"], 1.0);
-    assert!(
-        open["sockproxy_tunnel_bytes_total{direction=client_to_upstream}"] > 0.0,
-        "counted while flowing"
+    assert_eq!(
+        open["sockproxy_tunnel_bytes_total{direction=client_to_upstream}"],
+        frame(6, true),
+        "counted while flowing: 2probe"
+    );
+    assert_eq!(
+        open["sockproxy_tunnel_bytes_total{direction=upstream_to_client}"],
+        frame(open_packet.len(), false) + frame(6, false),
+        "the open packet and 3probe"
     );
     within(ws.close(None)).await.unwrap();
     ws_until_end(&mut ws).await;
@@ -73,7 +83,15 @@ async fn metrics_count_what_happened() {
     assert_eq!(m["sockproxy_tunnels_open{}"], 0.0);
     assert_eq!(m["sockproxy_flags_total{name=sid_unknown}"], 1.0);
     assert_eq!(m["sockproxy_flags_total{name=sid_not_issued_here}"], 1.0);
-    assert!(m["sockproxy_tunnel_bytes_total{direction=upstream_to_client}"] > 0.0);
+    // And the two empty close frames.
+    assert_eq!(
+        m["sockproxy_tunnel_bytes_total{direction=client_to_upstream}"],
+        frame(6, true) + frame(0, true)
+    );
+    assert_eq!(
+        m["sockproxy_tunnel_bytes_total{direction=upstream_to_client}"],
+        frame(open_packet.len(), false) + frame(6, false) + frame(0, false)
+    );
     assert_eq!(
         m["sockproxy_tunnel_lifetime_seconds{}"], 1.0,
         "one tunnel observed"

@@ -100,10 +100,26 @@ fn header_map() -> impl Strategy<Value = HeaderMap> {
 proptest! {
     #![proptest_config(config(512))]
 
+    /// Any query parses, and a field is set exactly when its key is among the query's
+    /// keys (a pair without `=` too): a null `transport` in a record means none was sent.
     #[test]
-    fn query_parsing_never_panics(q in any::<Option<String>>()) {
+    fn query_parsing_never_panics(
+        q in prop_oneof![
+            any::<Option<String>>(),
+            proptest::option::of("((EIO|transport|sid|t|eio|x|)(=[^&]{0,4})?&?){0,5}"),
+        ]
+    ) {
         let s = Sio::from_query(q.as_deref());
-        prop_assert!(!s.handshake, "a query alone never makes a handshake");
+        let keys: Vec<&str> = q
+            .as_deref()
+            .unwrap_or("")
+            .split('&')
+            .map(|pair| pair.split_once('=').map_or(pair, |(key, _)| key))
+            .collect();
+        prop_assert_eq!(s.eio.is_some(), keys.contains(&"EIO"));
+        prop_assert_eq!(s.transport.is_some(), keys.contains(&"transport"));
+        prop_assert_eq!(s.sid.is_some(), keys.contains(&"sid"));
+        prop_assert_eq!(s.t.is_some(), keys.contains(&"t"));
     }
 
     /// Any value, fully percent-encoded, decodes to itself; unrelated keys and the

@@ -400,7 +400,11 @@ fn a_cut_download_still_reports() {
     let cut = dir.join("cut.json");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
     let (v, code) = run_json(&[cut.to_str().unwrap()]);
-    assert!(code == 0 || code == 1);
+    assert_eq!(
+        (code, &v["confirmed"]),
+        (1, &serde_json::json!(["H2"])),
+        "half the H2 export"
+    );
     assert_eq!(v["input"]["skipped"]["truncated"], 1);
     let records = v["input"]["records"].as_u64().unwrap();
     assert!(records > 0 && records < 13, "{records}");

@@ -7,9 +7,6 @@ const { Expect } = require('./lib/expect');
 const { slack } = require('./lib/slack');
 const { connect, upgraded, echo } = require('./lib/client');
 
-// Drain has landed (the binary of 2026-11-25 passes this); E2E_EXPECT_DRAIN=0 turns the scenario back into
-// an expected-to-fail TODO, e.g. for a build without the operations issue.
-const TODO = process.env.E2E_EXPECT_DRAIN === '0' ? 'drain (operations issue) not expected in this build' : false;
 const DRAIN_S = 2;
 
 describe('H5 draining: SIGTERM while a websocket is busy', { timeout: slack(60000) }, () => {
@@ -56,7 +53,7 @@ describe('H5 draining: SIGTERM while a websocket is busy', { timeout: slack(6000
   });
   after(() => sc.teardown());
 
-  it('traffic: echoes continue after SIGTERM until the deadline, then the socket closes', { todo: TODO }, () => {
+  it('traffic: echoes continue after SIGTERM until the deadline, then the socket closes', () => {
     const after = run.acks.filter((t) => t > run.sigtermAt);
     x.ok(after.length > 0, 'echoes were answered after SIGTERM', after.length);
     x.ok(run.closedAt !== null, 'the client socket was closed', run.closeReason);
@@ -68,7 +65,7 @@ describe('H5 draining: SIGTERM while a websocket is busy', { timeout: slack(6000
     x.equal(run.exit && run.exit.code, 0, 'sockproxy exited 0');
   });
 
-  it('records: draining, tunnel_closed closed_by shutdown, stopped', { todo: TODO }, async () => {
+  it('records: draining, tunnel_closed closed_by shutdown, stopped', async () => {
     const sp = pod.sockproxy;
     x.equal(sp.nonJson, [], 'stdout carries only JSON records');
     const up = await x.step('upgrade record', () => sp.records.waitFor((r) => r.event === 'upgrade' && r.sio && r.sio.sid === run.sid, { timeoutMs: 3000, description: 'the upgrade record' }));

@@ -5,6 +5,13 @@
 const net = require('node:net');
 
 const argv = process.argv.slice(2);
+// Only the sidecar is stood in for: `report`, `probe` and `demo` are sockproxy's own, so they fail at once
+// (a forwarder listening on the default port instead would hang whoever ran them).
+if (argv.length && !argv[0].startsWith('-') && argv[0] !== 'run') {
+  console.error(`tcp-forwarder: no \`${argv[0]}\` subcommand here (a plain forwarder only stands in for \`sockproxy run\`)`);
+  process.exit(2);
+}
+if (argv[0] === 'run') argv.shift();
 const opt = (name, dflt) => {
   const i = argv.indexOf(name);
   return i >= 0 ? argv[i + 1] : dflt;
