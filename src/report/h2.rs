@@ -75,16 +75,23 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
         let mut f = Finding::new(
             1,
             Verdict::Isolated,
-            format!(
-                "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies or changed address?){}",
-                of(moved, seen),
-                count(h.joined.stayed),
-                if blind {
-                    "; no pod's start or drain is in the records, so moves after rollouts look the same"
-                } else {
-                    ""
-                }
-            ),
+            if moved < MIN_MOVED {
+                format!(
+                    "{} sessions seen again came back on another pod while theirs was up: too few to act on (one session can move for its own reasons: its client changed address or dropped the cookie)",
+                    of(moved, seen)
+                )
+            } else {
+                format!(
+                    "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies or changed address?){}",
+                    of(moved, seen),
+                    count(h.joined.stayed),
+                    if blind {
+                        "; no pod's start or drain is in the records, so moves after rollouts look the same"
+                    } else {
+                        ""
+                    }
+                )
+            },
             RULE,
             FIX,
         );
