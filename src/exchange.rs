@@ -59,6 +59,8 @@ pub struct Draft {
     pub query: Option<String>,
     pub sio: Option<Sio>,
     pub headers: Snapshot,
+    /// The request line's version, as received.
+    pub version: http::Version,
     pub trace: Trace,
     pub start: Instant,
     pub status: u16,
@@ -263,7 +265,7 @@ impl Draft {
             outcome,
             upstream_unreachable: self.upstream_unreachable,
         };
-        let flags = flags::derive(&facts);
+        let flags = flags::derive_for(&facts, self.version);
         let bytes_in = self.bytes_in.bytes();
         let severity = if self.status >= 400
             || outcome != Outcome::Complete
@@ -284,7 +286,7 @@ impl Draft {
             user_agent: self.headers.first(&header::USER_AGENT).map(str::to_string),
             remote_ip: self.remote_ip(),
             latency: elapsed,
-            protocol: "HTTP/1.1",
+            protocol: protocol(self.version),
         };
         let ex = Exchange {
             id: self.id,
@@ -316,6 +318,16 @@ impl Draft {
                 Event::Request(Box::new(ex))
             },
         }
+    }
+}
+
+/// `httpRequest.protocol` of a request: its version as it came in. hyper's server
+/// parses HTTP/1.0 and HTTP/1.1 only (an HTTP/2 preface is a `client_error`).
+fn protocol(version: http::Version) -> &'static str {
+    if version == http::Version::HTTP_10 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
     }
 }
 

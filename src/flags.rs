@@ -8,6 +8,7 @@ use crate::sio::{CODE_FORBIDDEN, CODE_SID_UNKNOWN, Sio, SioError};
 
 pub const UPGRADE_HEADER_MISSING: &str = "upgrade_header_missing";
 pub const CONNECTION_UPGRADE_MISSING: &str = "connection_upgrade_missing";
+pub const HTTP10_UPGRADE: &str = "http10_upgrade";
 pub const SID_UNKNOWN: &str = "sid_unknown";
 pub const SID_NOT_ISSUED_HERE: &str = "sid_not_issued_here";
 pub const ORIGIN_HOST_MISMATCH: &str = "origin_host_mismatch";
@@ -17,7 +18,7 @@ pub const POLL_ABORTED: &str = "poll_aborted";
 pub const UPSTREAM_UNREACHABLE: &str = "upstream_unreachable";
 
 /// Every flag name, in the order flags appear in a record.
-pub const ALL: [&str; 9] = [
+pub const ALL: [&str; 10] = [
     UPGRADE_HEADER_MISSING,
     CONNECTION_UPGRADE_MISSING,
     SID_UNKNOWN,
@@ -27,6 +28,8 @@ pub const ALL: [&str; 9] = [
     HEALTH_CHECK,
     POLL_ABORTED,
     UPSTREAM_UNREACHABLE,
+    // Last: `report` reads a record's flags as bits by position in this list.
+    HTTP10_UPGRADE,
 ];
 
 /// What the flags are computed from.
@@ -44,8 +47,14 @@ pub struct Facts<'a> {
     pub upstream_unreachable: bool,
 }
 
-/// The flags that apply, in [`ALL`] order; empty when none.
+/// The flags that apply to an HTTP/1.1 request, in [`ALL`] order; empty when none.
 pub fn derive(f: &Facts<'_>) -> Vec<&'static str> {
+    derive_for(f, http::Version::HTTP_11)
+}
+
+/// The flags that apply to a request whose request line said `version`, in [`ALL`]
+/// order; empty when none.
+pub fn derive_for(f: &Facts<'_>, version: http::Version) -> Vec<&'static str> {
     let mut out = Vec::new();
     let upgrade = f.headers.first(&header::UPGRADE);
     if f.sio.is_some_and(Sio::is_websocket) && upgrade.is_none() {
@@ -85,6 +94,11 @@ pub fn derive(f: &Facts<'_>) -> Vec<&'static str> {
     }
     if f.upstream_unreachable {
         out.push(UPSTREAM_UNREACHABLE);
+    }
+    // RFC 9110 §7.8: a server must ignore Upgrade in an HTTP/1.0 request; Node upgrades
+    // it anyway. nginx sends HTTP/1.0 when `proxy_http_version 1.1` is missing.
+    if upgrade.is_some() && version == http::Version::HTTP_10 {
+        out.push(HTTP10_UPGRADE);
     }
     out
 }
@@ -163,9 +177,32 @@ mod tests {
         issued: Option<bool>,
         outcome: Outcome,
     ) -> Vec<&'static str> {
+        flags_of(
+            http::Version::HTTP_11,
+            method,
+            query,
+            headers,
+            status,
+            err,
+            issued,
+            outcome,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)] // one per fact, as the table reads
+    fn flags_of(
+        version: http::Version,
+        method: &str,
+        query: Option<&str>,
+        headers: &[(&str, &str)],
+        status: u16,
+        err: Option<SioError>,
+        issued: Option<bool>,
+        outcome: Outcome,
+    ) -> Vec<&'static str> {
         let sio = query.map(|q| Sio::from_query(Some(q)));
         let h = snap(headers);
-        derive(&Facts {
+        let facts = Facts {
             method,
             sio: sio.as_ref(),
             headers: &h,
@@ -174,7 +211,8 @@ mod tests {
             sid_issued_here: issued,
             outcome,
             upstream_unreachable: false,
-        })
+        };
+        derive_for(&facts, version)
     }
 
     fn e(code: Option<u8>) -> Option<SioError> {
@@ -189,6 +227,55 @@ mod tests {
     const WS: &str = "EIO=4&transport=websocket&sid=s";
     const POLL_SID: &str = "EIO=4&transport=polling&sid=s";
     const UPG: (&str, &str) = ("upgrade", "websocket");
+
+    #[test]
+    fn http10_upgrade_only_with_upgrade_on_http10() {
+        use http::Version;
+        const CONN: (&str, &str) = ("connection", "Upgrade");
+        type Case<'a> = (Version, &'a [(&'a str, &'a str)], u16, &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
+            (Version::HTTP_10, &[UPG, CONN], 101, &[HTTP10_UPGRADE]),
+            (Version::HTTP_10, &[UPG, CONN], 400, &[HTTP10_UPGRADE]),
+            (
+                Version::HTTP_10,
+                &[UPG, ("connection", "close")],
+                400,
+                &[CONNECTION_UPGRADE_MISSING, HTTP10_UPGRADE],
+            ),
+            (
+                Version::HTTP_10,
+                &[("connection", "close")],
+                400,
+                &[UPGRADE_HEADER_MISSING],
+            ),
+            (Version::HTTP_11, &[UPG, CONN], 101, &[]),
+        ];
+        for (version, headers, status, want) in cases {
+            let got = flags_of(
+                *version,
+                "GET",
+                Some(WS),
+                headers,
+                *status,
+                None,
+                Some(true),
+                OK,
+            );
+            assert_eq!(&got, want, "{version:?} {headers:?} {status}");
+        }
+        // Not only on socket.io paths: any HTTP/1.0 request with Upgrade.
+        let got = flags_of(
+            Version::HTTP_10,
+            "GET",
+            None,
+            &[UPG, CONN],
+            101,
+            None,
+            None,
+            OK,
+        );
+        assert_eq!(got, [HTTP10_UPGRADE]);
+    }
 
     #[test]
     fn each_flag_positive_and_negative() {

@@ -129,6 +129,7 @@ impl Shared {
                     }),
                     sio,
                     headers,
+                    version: parts.version,
                     trace,
                     start,
                     status: 0,

@@ -306,3 +306,36 @@ async fn hostile_header_bytes_still_make_one_valid_line() {
     );
     assert!(!r.to_string().contains("s3cr3t"));
 }
+
+/// `httpRequest.protocol` is the version the request came in, and an `Upgrade` sent as
+/// HTTP/1.0 (nginx without `proxy_http_version 1.1`) is flagged, whatever theia answers.
+#[tokio::test]
+async fn the_request_version_is_recorded_as_it_came_in() {
+    const WS_10: &str = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.0\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    const REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-type: text/html\r\nContent-Length: 11\r\n\r\nBad request";
+    let cases: &[(&str, &str, &[&str])] = &[
+        (WS_10, "HTTP/1.0", &["http10_upgrade"]),
+        (
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\nHost: h\r\n\r\n",
+            "HTTP/1.0",
+            &[],
+        ),
+        (&WS_10.replace("HTTP/1.0", "HTTP/1.1"), "HTTP/1.1", &[]),
+    ];
+    for (request, protocol, flags) in cases {
+        let mut up = RawUpstream::start().await;
+        let mut proxy = Proxy::start(up.addr, |_| {}).await;
+        let mut client = send_raw(proxy.addr, request.as_bytes()).await;
+        let mut conn = up.accept().await;
+        read_head(&mut conn, &mut Vec::new()).await;
+        tokio::io::AsyncWriteExt::write_all(&mut conn, REFUSAL)
+            .await
+            .unwrap();
+        drop(conn);
+        read_to_end(&mut client).await;
+        let r = proxy.next_event("request").await;
+        exchange(&r);
+        assert_eq!(r["httpRequest"]["protocol"], *protocol, "{request}");
+        assert_eq!(r["flags"], serde_json::json!(flags), "{request}");
+    }
+}
