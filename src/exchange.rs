@@ -1,12 +1,16 @@
 //! One exchange's record as it builds up; written exactly once, on `finish` or on drop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::header;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 use crate::body::RequestProgress;
 use crate::capture::{self, Snapshot};
+use crate::client_io::StatusLineFix;
 use crate::config::BODY_PEEK_BYTES;
 use crate::flags::{self, Facts};
 use crate::proxy::Shared;
@@ -23,7 +27,20 @@ pub struct ConnInfo {
     pub client_text: String,
     pub client_ip: String,
     requests: std::sync::atomic::AtomicU64,
+    /// Armed by an exchange whose response hyper would write with another version.
+    pub status_line: StatusLineFix,
+    /// Set by an exchange that answered 101: where the connection's socket goes once
+    /// hyper has written the 101.
+    handoff: Mutex<Option<oneshot::Sender<Handoff>>>,
     _slot: crate::server::Slot,
+}
+
+/// A client socket handed over to a tunnel after the 101, with the bytes hyper had
+/// already read past the request head.
+#[derive(Debug)]
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub early: Bytes,
 }
 
 impl ConnInfo {
@@ -34,8 +51,37 @@ impl ConnInfo {
             client_text: client.to_string(),
             client_ip: client.ip().to_string(),
             requests: Default::default(),
+            status_line: StatusLineFix::default(),
+            handoff: Mutex::new(None),
             _slot: slot,
         }
+    }
+
+    /// Called by the exchange that is about to answer 101: the connection's socket
+    /// arrives on the receiver once hyper has written the answer, or the receiver
+    /// fails if the connection ends first.
+    pub fn expect_handoff(&self) -> oneshot::Receiver<Handoff> {
+        let (tx, rx) = oneshot::channel();
+        *self.lock_handoff() = Some(tx);
+        rx
+    }
+
+    /// Gives the socket to the tunnel waiting for it; without one, gives it back.
+    pub fn hand_off(&self, handoff: Handoff) -> Option<Handoff> {
+        match self.lock_handoff().take() {
+            Some(tx) => tx.send(handoff).err(),
+            None => Some(handoff),
+        }
+    }
+
+    /// The connection ended without a handoff: a waiting tunnel learns it now.
+    pub fn cancel_handoff(&self) {
+        self.lock_handoff().take();
+    }
+
+    fn lock_handoff(&self) -> std::sync::MutexGuard<'_, Option<oneshot::Sender<Handoff>>> {
+        // Nothing panics while holding the lock; a poisoned slot is still a valid slot.
+        self.handoff.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Counts a request head received on this connection.

@@ -4,7 +4,10 @@
 //!
 //! Map of the crate:
 //! - `config`: flags, `SOCKPROXY_*` variables and defaults → one checked [`config::Config`].
-//! - `server`: accept loop on a given listener, one task per client connection, the drain.
+//! - `server`: accept loop on a given listener, one task per client connection, the drain;
+//!   hands a connection's socket to its tunnel after a 101.
+//! - `client_io`: the client socket as hyper writes to it; puts back theia's status-line
+//!   version where hyper writes its own.
 //! - `proxy`: one exchange: capture, forward, answer (or 502/504), upgrade handoff.
 //! - `exchange`: an exchange's record as it builds up; written once, on finish or drop.
 //! - `body`: request/response body wrappers that count bytes and fire the record.
@@ -24,6 +27,7 @@
 pub mod admin;
 pub mod body;
 pub mod capture;
+pub mod client_io;
 pub mod config;
 pub mod connect;
 pub mod demo;

@@ -17,8 +17,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
 use crate::body::{RequestBody, RequestProgress, ResponseBody};
@@ -26,12 +27,12 @@ use crate::capture;
 use crate::config::{Config, SID_REGISTRY_CAPACITY};
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
-use crate::exchange::{self, ConnInfo, Draft, Guard, TunnelInfo};
+use crate::exchange::{self, ConnInfo, Draft, Guard, Handoff, TunnelInfo};
 use crate::metrics::Metrics;
 use crate::record::{self, ClosedBy, Event, HttpRequest, Outcome, Record, Severity, TunnelClosed};
 use crate::sids::SidRegistry;
 use crate::sink::Sink;
-use crate::tunnel;
+use crate::tunnel::{self, Side};
 use crate::upstream::Upstream;
 
 /// State shared by every exchange of one sockproxy process.
@@ -89,28 +90,26 @@ impl Shared {
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
         conn.count_request();
         let token = self.drain.request();
         let id = self.next_id();
         async move {
-            let client_upgrade = req
-                .headers()
-                .contains_key(header::UPGRADE)
-                .then(|| hyper::upgrade::on(&mut req));
-            if client_upgrade.is_some() {
+            let client_upgrade = req.headers().contains_key(header::UPGRADE);
+            if client_upgrade {
                 self.metrics.upgrades_attempted.inc();
             }
             let (mut parts, body) = req.into_parts();
+            let version = parts.version;
             let (sio, headers, trace) = exchange::capture_request(
                 &parts,
                 &self.cfg.capture_headers,
                 &self.cfg.sio_path,
                 self.cfg.gcp_project.as_deref(),
             );
-            let recorded = self.cfg.log_all || sio.is_some() || client_upgrade.is_some();
+            let recorded = self.cfg.log_all || sio.is_some() || client_upgrade;
             let sid_issued_here = sio
                 .as_ref()
                 .and_then(|s| s.sid.as_deref())
@@ -119,7 +118,7 @@ impl Shared {
             let mut guard = Guard::new(
                 Box::new(Draft {
                     id,
-                    conn,
+                    conn: conn.clone(),
                     method: capture::truncate(parts.method.to_string()),
                     path: capture::truncate(parts.uri.path().to_string()),
                     query: parts.uri.query().map(|q| {
@@ -204,7 +203,7 @@ impl Shared {
             };
 
             let status = resp.status();
-            if client_upgrade.is_some() {
+            if client_upgrade {
                 if status == StatusCode::SWITCHING_PROTOCOLS {
                     self.metrics.upgrades_succeeded.inc();
                 } else {
@@ -231,21 +230,30 @@ impl Shared {
                 }
             }
 
+            if status == StatusCode::SWITCHING_PROTOCOLS && !client_upgrade {
+                let failure = UpstreamFailure::UnexpectedSwitch;
+                return Ok(self.answer_own(
+                    guard,
+                    failure.status(),
+                    &failure.to_string(),
+                    failure.kind(),
+                    false,
+                ));
+            }
+            if version == Version::HTTP_10 && resp.version() != Version::HTTP_10 {
+                // hyper answers an HTTP/1.0 request as HTTP/1.0; theia did not.
+                conn.status_line.arm(status);
+            }
+
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                let Some(client_upgrade) = client_upgrade else {
-                    let failure = UpstreamFailure::UnexpectedSwitch;
-                    return Ok(self.answer_own(
-                        guard,
-                        failure.status(),
-                        &failure.to_string(),
-                        failure.kind(),
-                        false,
-                    ));
-                };
+                // The client socket comes from the connection task once hyper has
+                // written the 101 (server.rs), whatever the request's version: hyper's
+                // own upgrade never happens for HTTP/1.0, which Node upgrades anyway.
+                let client = conn.expect_handoff();
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
                 drop(lease); // the connection now belongs to the tunnel
                 let info = guard.finish_upgrade();
-                self.spawn_tunnel(info, client_upgrade, upstream_upgrade);
+                self.spawn_tunnel(info, client, upstream_upgrade);
                 let (parts, _empty) = resp.into_parts();
                 return Ok(Response::from_parts(parts, ResponseBody::own(None)));
             }
@@ -307,7 +315,7 @@ impl Shared {
     fn spawn_tunnel(
         self: &Arc<Self>,
         info: TunnelInfo,
-        client: hyper::upgrade::OnUpgrade,
+        client: oneshot::Receiver<Handoff>,
         upstream: hyper::upgrade::OnUpgrade,
     ) {
         let token = self.drain.tunnel();
@@ -320,12 +328,21 @@ impl Shared {
                     .sio
                     .as_ref()
                     .is_some_and(|s| s.is_websocket() && s.sid.is_none());
+                let client = async {
+                    client
+                        .await
+                        .map_err(|_| "the client connection ended before the 101 went out".into())
+                };
+                let upstream = async { upstream.await.map_err(|e| e.to_string()) };
                 let spliced = match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
                         let sids = shared.clone();
                         tunnel::splice(
-                            client,
-                            upstream,
+                            Side::Tcp {
+                                stream: client.stream,
+                                early: client.early,
+                            },
+                            Side::Upgraded(upstream),
                             shared.metrics.tunnel_byte_counters(),
                             want_sid,
                             move |sid| sids.sids.insert(sid),
@@ -334,7 +351,7 @@ impl Shared {
                         )
                         .await
                     }
-                    Err(e) => tunnel::Spliced {
+                    Err::<_, String>(e) => tunnel::Spliced {
                         client_to_upstream: 0,
                         upstream_to_client: 0,
                         closed_by: ClosedBy::Error,

@@ -7,14 +7,16 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::client_io::ClientIo;
 use crate::config::{ACCEPT_BACKOFF, Config, SHUTDOWN_GRACE};
-use crate::exchange::ConnInfo;
+use crate::exchange::{ConnInfo, Handoff};
 use crate::proxy::Shared;
 use crate::record::{
     ClientError, ConnectionLimit, Draining, Event, Listening, Record, Severity, Stopped,
@@ -101,6 +103,16 @@ fn client_error(shared: &Shared, info: &ConnInfo, e: &hyper::Error) {
             status,
         }),
     });
+}
+
+/// Tells a tunnel still waiting for this connection's socket that it will not come, on
+/// every way out of the connection task (an abort at the drain deadline included).
+struct CancelHandoff<'a>(&'a ConnInfo);
+
+impl Drop for CancelHandoff<'_> {
+    fn drop(&mut self) {
+        self.0.cancel_handoff();
+    }
 }
 
 /// How the run ended.
@@ -207,21 +219,39 @@ pub async fn run(
                     let mut drain_rx = drain_rx.clone();
                     let span = tracing::debug_span!("conn", conn = conn_no, client = %client);
                     conns.spawn(async move {
+                        let _handoff = CancelHandoff(&info);
                         let svc = {
                             let (shared, info) = (shared.clone(), info.clone());
-                            service_fn(move |req| shared.clone().handle(info.clone(), req))
+                            // Boxed: `poll_without_shutdown` wants an `Unpin` future.
+                            service_fn(move |req| Box::pin(shared.clone().handle(info.clone(), req)))
                         };
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                        tokio::pin!(conn);
-                        let done = tokio::select! {
-                            r = conn.as_mut() => r,
-                            () = async { let _ = drain_rx.wait_for(|d| *d).await; } => {
-                                conn.as_mut().graceful_shutdown();
-                                conn.await
+                        let io = ClientIo::new(stream, info.clone());
+                        let mut conn = builder.serve_connection(TokioIo::new(io), svc);
+                        let drained = async { let _ = drain_rx.wait_for(|d| *d).await; };
+                        tokio::pin!(drained);
+                        let mut closing = false;
+                        // Runs the connection without letting hyper close the socket at
+                        // the end: after a 101 it goes to the tunnel (below).
+                        let done = std::future::poll_fn(|cx| {
+                            if !closing && drained.as_mut().poll(cx).is_ready() {
+                                closing = true;
+                                std::pin::Pin::new(&mut conn).graceful_shutdown();
                             }
-                        };
-                        if let Err(e) = done {
-                            client_error(&shared, &info, &e);
+                            conn.poll_without_shutdown(cx)
+                        })
+                        .await;
+                        match done {
+                            Ok(()) => {
+                                let parts = conn.into_parts();
+                                let handoff = Handoff {
+                                    stream: parts.io.into_inner().into_stream(),
+                                    early: parts.read_buf,
+                                };
+                                if let Some(Handoff { mut stream, .. }) = info.hand_off(handoff) {
+                                    let _ = stream.shutdown().await;
+                                }
+                            }
+                            Err(e) => client_error(&shared, &info, &e),
                         }
                     }.instrument(span));
                 }

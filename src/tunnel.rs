@@ -43,8 +43,8 @@ pub struct Spliced {
 /// With `want_sid`, the first upstream→client frame is looked at (never changed) for an
 /// engine.io open packet; `on_sid` is called as soon as one is found.
 pub async fn splice(
-    client: Upgraded,
-    upstream: Upgraded,
+    client: Side,
+    upstream: Side,
     totals: [Counter; 2],
     want_sid: bool,
     on_sid: impl Fn(&str) + Send + Sync,
@@ -292,15 +292,28 @@ enum Writer {
     Other(WriteHalf<TokioIo<Upgraded>>),
 }
 
-/// Takes the upgraded stream apart: the plain TCP stream when it is one (both sides:
-/// the server connection's and the upstream connection's), plus the bytes hyper had already read past the HTTP head.
-fn open(up: Upgraded) -> (Reader, Writer, Bytes) {
-    let (tcp, read_buf) = match up.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => (parts.io.into_inner(), parts.read_buf),
-        Err(up) => {
-            let (rd, wr) = tokio::io::split(TokioIo::new(up));
-            return (Reader::Other(rd), Writer::Other(wr), Bytes::new());
-        }
+/// One side of a tunnel, as it comes from hyper.
+pub enum Side {
+    /// The client's socket, taken from its server connection after the 101, with the
+    /// bytes hyper had already read past the request head.
+    Tcp { stream: TcpStream, early: Bytes },
+    /// An upgraded hyper connection (the upstream's).
+    Upgraded(Upgraded),
+}
+
+/// Takes a side apart: the plain TCP stream when it is one (the client's always, the
+/// upstream's when hyper's upgrade is over TCP), plus the bytes hyper had already read
+/// past the HTTP head.
+fn open(side: Side) -> (Reader, Writer, Bytes) {
+    let (tcp, read_buf) = match side {
+        Side::Tcp { stream, early } => (stream, early),
+        Side::Upgraded(up) => match up.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+            Err(up) => {
+                let (rd, wr) = tokio::io::split(TokioIo::new(up));
+                return (Reader::Other(rd), Writer::Other(wr), Bytes::new());
+            }
+        },
     };
     let (rd, wr) = tcp.into_split();
     // `read_buf` is a view into hyper's read buffer (8 KiB or more): copy the few early

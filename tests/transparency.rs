@@ -200,3 +200,24 @@ async fn more_headers_than_hyper_defaults_reach_theia() {
     let head = read_head(&mut conn, &mut Vec::new()).await;
     assert_eq!(head, req);
 }
+
+/// hyper answers an HTTP/1.0 request in HTTP/1.0; the client still gets the status line
+/// theia wrote.
+#[tokio::test]
+async fn an_http10_request_gets_the_status_line_theia_wrote() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    const REQ: &[u8] = b"GET /socket.io/?EIO=4&transport=polling&sid=s HTTP/1.0\r\nHost: h\r\n\r\n";
+    const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: 6\r\nConnection: close\r\n\r\n2probe";
+    let mut client = send_raw(proxy.addr, REQ).await;
+    let mut conn = up.accept().await;
+    assert_eq!(read_head(&mut conn, &mut Vec::new()).await, REQ);
+    conn.write_all(ANSWER).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_end(&mut client).await),
+        String::from_utf8_lossy(ANSWER)
+    );
+    let r = proxy.next_event("request").await;
+    assert_eq!(r["httpRequest"]["protocol"], "HTTP/1.0");
+    assert_eq!(r["flags"], serde_json::json!(["sid_not_issued_here"]));
+}

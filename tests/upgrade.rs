@@ -3,8 +3,10 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
+use std::io;
+
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -159,6 +161,76 @@ async fn client_reset_mid_tunnel_keeps_counts() {
     assert_eq!(closed["closed_by"], "client");
     assert_eq!(closed["bytes_client_to_upstream"], 5);
     assert!(closed["error"].is_string(), "{closed}");
+}
+
+/// Reads `s` to its end: the bytes when it ended with a FIN, the error kind when it
+/// ended otherwise (a reset).
+async fn read_end(s: &mut TcpStream) -> Result<Vec<u8>, io::ErrorKind> {
+    let mut out = Vec::new();
+    within(s.read_to_end(&mut out))
+        .await
+        .map(|_| out)
+        .map_err(|e| e.kind())
+}
+
+/// The upgrade request as nginx sends it without `proxy_http_version 1.1` (but with the
+/// Upgrade and Connection headers set).
+const UPGRADE_REQ_10: &str = "GET /socket.io/?EIO=4&transport=websocket&sid=SID HTTP/1.0\r\nHost: ide.example.com\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/// HTTP/1.1 says to ignore Upgrade in an HTTP/1.0 request, but Node (theia) upgrades
+/// it; hyper alone would pass theia's 101 on and then close the connection. sockproxy
+/// tunnels it as theia answered, and the records say HTTP/1.0.
+#[tokio::test]
+async fn an_http10_upgrade_is_tunnelled_as_theia_answered_it_and_recorded_as_http10() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let mut client = send_raw(proxy.addr, UPGRADE_REQ_10.as_bytes()).await;
+    let mut upstream = up.accept().await;
+    let mut up_buf = Vec::new();
+    assert_eq!(
+        read_head(&mut upstream, &mut up_buf).await,
+        UPGRADE_REQ_10.as_bytes(),
+        "theia gets the HTTP/1.0 request as sent"
+    );
+    upstream.write_all(SWITCH).await.unwrap();
+    let mut client_buf = Vec::new();
+    assert_eq!(
+        String::from_utf8_lossy(&read_head(&mut client, &mut client_buf).await),
+        String::from_utf8_lossy(SWITCH),
+        "the client gets theia's 101 exactly"
+    );
+
+    let upgrade = proxy.next_event("upgrade").await;
+    assert_eq!(upgrade["status"], 101);
+    assert_eq!(upgrade["httpRequest"]["protocol"], "HTTP/1.0");
+    assert_eq!(
+        upgrade["flags"],
+        serde_json::json!(["sid_not_issued_here", "http10_upgrade"])
+    );
+    assert!(
+        upgrade["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(",http10_upgrade]"),
+        "{upgrade}"
+    );
+
+    // The tunnel lives: both ways, then a clean close from the client.
+    client.write_all(b"\x81\x01a").await.unwrap();
+    read_at_least(&mut upstream, &mut up_buf, 3).await;
+    assert_eq!(up_buf, b"\x81\x01a");
+    upstream.write_all(b"\x81\x01b").await.unwrap();
+    read_at_least(&mut client, &mut client_buf, 3).await;
+    assert_eq!(client_buf, b"\x81\x01b");
+    client.shutdown().await.unwrap();
+    assert_eq!(read_end(&mut upstream).await, Ok(Vec::new()));
+    drop(upstream);
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["id"], upgrade["id"]);
+    assert_eq!(closed["closed_by"], "client");
+    assert_eq!(closed["error"], serde_json::Value::Null);
+    assert_eq!(closed["bytes_client_to_upstream"], 3);
+    assert_eq!(closed["bytes_upstream_to_client"], 3);
 }
 
 async fn ws_echo_upstream() -> std::net::SocketAddr {
