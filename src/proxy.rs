@@ -103,6 +103,7 @@ impl Shared {
             }
             let (mut parts, body) = req.into_parts();
             let version = parts.version;
+            let method = parts.method.clone();
             let (sio, headers, trace) = exchange::capture_request(
                 &parts,
                 &self.cfg.capture_headers,
@@ -242,6 +243,12 @@ impl Shared {
             }
             if version == Version::HTTP_10 && resp.version() != Version::HTTP_10 {
                 // hyper answers an HTTP/1.0 request as HTTP/1.0; theia did not.
+                conn.status_line.arm(status);
+            } else if close_delimited(&method, &resp) && resp.version() == Version::HTTP_11 {
+                // hyper writes a body of unknown length close-delimited only as HTTP/1.0
+                // (else it adds `transfer-encoding: chunked` and keeps the connection):
+                // as theia did, no length, the body, then the end of the connection.
+                *resp.version_mut() = Version::HTTP_10;
                 conn.status_line.arm(status);
             }
 
@@ -411,6 +418,19 @@ fn origin_form(uri: &Uri) -> Option<Uri> {
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::builder().path_and_query(pq).build().ok()
+}
+
+/// True when `resp` (to a `method` request) has a body that ends with the connection:
+/// neither `Content-Length` nor `Transfer-Encoding` on a status that has a body
+/// (RFC 9112 §6.3, rule 8).
+fn close_delimited<B>(method: &Method, resp: &Response<B>) -> bool {
+    let status = resp.status();
+    !(method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || resp.headers().contains_key(header::CONTENT_LENGTH)
+        || resp.headers().contains_key(header::TRANSFER_ENCODING))
 }
 
 /// True when the `Transfer-Encoding` lines name `chunked` more than once in all.

@@ -201,6 +201,62 @@ async fn more_headers_than_hyper_defaults_reach_theia() {
     assert_eq!(head, req);
 }
 
+/// engine.io's answer to a refused upgrade, written raw on the socket: no
+/// `Content-Length`, no `Transfer-Encoding`, the body ends with the connection.
+const CLOSE_DELIMITED_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Connection: close\r\n\
+Content-type: text/html\r\n\
+\r\n\
+Session ID unknown";
+
+const WS_UPGRADE: &[u8] = b"GET /socket.io/?EIO=4&transport=websocket&sid=stale HTTP/1.1\r\n\
+Host: ide.example.com\r\n\
+Upgrade: websocket\r\n\
+Connection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\
+\r\n";
+
+/// A close-delimited answer reaches the client as theia wrote it: no header added (no
+/// `transfer-encoding: chunked`), the body unframed, then the connection closes.
+#[tokio::test]
+async fn a_close_delimited_answer_arrives_byte_identical_and_closes() {
+    let cases: &[(&str, &[u8], &[u8], u64)] = &[
+        ("refused upgrade", WS_UPGRADE, CLOSE_DELIMITED_400, 18),
+        (
+            "polling GET",
+            b"GET /socket.io/?EIO=4&transport=polling&sid=s HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n2probe",
+            6,
+        ),
+    ];
+    for (what, request, answer, body) in cases {
+        let mut up = RawUpstream::start().await;
+        let mut proxy = Proxy::start(up.addr, |_| {}).await;
+        let mut client = send_raw(proxy.addr, request).await;
+        let mut conn = up.accept().await;
+        read_head(&mut conn, &mut Vec::new()).await;
+        conn.write_all(answer).await.unwrap();
+        drop(conn); // the end of the body
+        let mut got = Vec::new();
+        let head = read_head(&mut client, &mut got).await;
+        let head_len = find(answer, b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(
+            String::from_utf8_lossy(&head),
+            String::from_utf8_lossy(&answer[..head_len]),
+            "{what}: the head as theia wrote it"
+        );
+        got.extend(read_to_end(&mut client).await); // ends: the connection closed
+        assert_eq!(got, &answer[head_len..], "{what}: the body unframed");
+        let r = proxy.next_event("request").await;
+        assert_eq!(
+            (r["outcome"].as_str(), r["bytes_out"].as_u64()),
+            (Some("complete"), Some(*body)),
+            "{what}: {r}"
+        );
+    }
+}
+
 /// hyper answers an HTTP/1.0 request in HTTP/1.0; the client still gets the status line
 /// theia wrote.
 #[tokio::test]
