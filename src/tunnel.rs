@@ -72,6 +72,8 @@ pub async fn splice(
     let mut peek = want_sid.then(Peek::default);
 
     let mut first: Option<(ClosedBy, Option<String>)> = None;
+    // The side whose failure ended the tunnel, and how.
+    let mut failed: Option<(ClosedBy, io::ErrorKind)> = None;
     {
         let c2u = pump(
             &mut client_rd,
@@ -118,10 +120,21 @@ pub async fn splice(
                     first.get_or_insert((side, None));
                 }
                 End::Failed(side, e) => {
+                    failed = Some((side, e.kind()));
                     first.get_or_insert((side, Some(e.to_string())));
                     break;
                 }
             }
+        }
+    }
+    // A side that aborted (RST) is aborted on the other side too, as the direct path
+    // would show it; any other end closes normally (FIN) when the halves drop.
+    if let Some((side, kind)) = failed
+        && is_abort(kind)
+    {
+        match side {
+            ClosedBy::Client => abort(upstream_rd, upstream_wr),
+            _ => abort(client_rd, client_wr),
         }
     }
     let (closed_by, error) =
@@ -133,6 +146,29 @@ pub async fn splice(
         error,
         sid: peek.and_then(|p| p.sid),
         ended: Instant::now(),
+    }
+}
+
+/// True for the errors that mean the peer aborted the connection (it sent an RST):
+/// a reset on read, or on a write the reset broke.
+fn is_abort(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Closes a side with an RST (`SO_LINGER` 0, and no FIN first): whatever is still
+/// unsent to it is discarded, as the reset that came from the other side discarded it
+/// there. Only a TCP side can be reset; another is dropped (closed normally).
+fn abort(rd: Reader, wr: Writer) {
+    if let (Reader::Tcp(rd), Writer::Tcp(wr)) = (rd, wr)
+        && let Ok(stream) = rd.reunite(wr)
+        && let Err(e) = stream.set_zero_linger()
+    {
+        tracing::debug!(error = %e, "could not set SO_LINGER 0: closing with FIN");
     }
 }
 

@@ -156,10 +156,35 @@ async fn client_reset_mid_tunnel_keeps_counts() {
     read_at_least(&mut upstream, &mut up_buf, 5).await;
     client.set_zero_linger().unwrap();
     drop(client); // RST
-    read_to_end(&mut upstream).await;
+    assert_eq!(
+        read_end(&mut upstream).await,
+        Err(io::ErrorKind::ConnectionReset),
+        "the client's reset reaches the upstream as a reset, not a clean close"
+    );
     let closed = proxy.next_event("tunnel_closed").await;
     assert_eq!(closed["closed_by"], "client");
     assert_eq!(closed["bytes_client_to_upstream"], 5);
+    assert!(closed["error"].is_string(), "{closed}");
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_tunnel_reaches_the_client_as_a_reset() {
+    let mut up = RawUpstream::start().await;
+    let mut proxy = Proxy::start(up.addr, |_| {}).await;
+    let (mut client, mut client_buf, upstream, _) = open_tunnel(&proxy, &mut up, b"", b"").await;
+    let mut upstream = upstream;
+    upstream.write_all(b"678").await.unwrap();
+    read_at_least(&mut client, &mut client_buf, 3).await;
+    upstream.set_zero_linger().unwrap();
+    drop(upstream); // RST
+    assert_eq!(
+        read_end(&mut client).await,
+        Err(io::ErrorKind::ConnectionReset),
+        "the upstream's reset reaches the client as a reset, not a clean close"
+    );
+    let closed = proxy.next_event("tunnel_closed").await;
+    assert_eq!(closed["closed_by"], "upstream");
+    assert_eq!(closed["bytes_upstream_to_client"], 3);
     assert!(closed["error"].is_string(), "{closed}");
 }
 
