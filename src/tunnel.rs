@@ -17,13 +17,14 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::config::{FRAME_PEEK_BYTES, TUNNEL_BUFFER_BYTES};
 use crate::record::ClosedBy;
 use crate::sio;
+use crate::upstream::UpstreamIo;
 
 /// What a finished splice reports.
 #[derive(Debug)]
@@ -318,14 +319,18 @@ impl Peek {
     }
 }
 
+/// A stream that is not a plain TCP one (kept for completeness: both sides are TCP).
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
 enum Reader {
     Tcp(OwnedReadHalf),
-    Other(ReadHalf<TokioIo<Upgraded>>),
+    Other(ReadHalf<Box<dyn Stream>>),
 }
 
 enum Writer {
     Tcp(OwnedWriteHalf),
-    Other(WriteHalf<TokioIo<Upgraded>>),
+    Other(WriteHalf<Box<dyn Stream>>),
 }
 
 /// One side of a tunnel, as it comes from hyper.
@@ -343,10 +348,18 @@ pub enum Side {
 fn open(side: Side) -> (Reader, Writer, Bytes) {
     let (tcp, read_buf) = match side {
         Side::Tcp { stream, early } => (stream, early),
-        Side::Upgraded(up) => match up.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (parts.io.into_inner(), parts.read_buf),
+        Side::Upgraded(up) => match up.downcast::<TokioIo<UpstreamIo>>() {
+            Ok(parts) => match parts.io.into_inner().into_stream() {
+                Ok(tcp) => (tcp, parts.read_buf),
+                Err(io) => {
+                    let (rd, wr) = tokio::io::split(Box::new(io) as Box<dyn Stream>);
+                    let early = Bytes::copy_from_slice(&parts.read_buf);
+                    return (Reader::Other(rd), Writer::Other(wr), early);
+                }
+            },
             Err(up) => {
-                let (rd, wr) = tokio::io::split(TokioIo::new(up));
+                // (The upgraded stream gives the bytes read past the head first.)
+                let (rd, wr) = tokio::io::split(Box::new(TokioIo::new(up)) as Box<dyn Stream>);
                 return (Reader::Other(rd), Writer::Other(wr), Bytes::new());
             }
         },

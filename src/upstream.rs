@@ -7,14 +7,24 @@
 //! idle connections behind a mutex, and a connection goes back onto it when its
 //! response body has ended (the body wrapper holds its [`Lease`]).
 //!
-//! What it keeps from hyper-util's client: a request that a reused connection closed
-//! before writing it (the upstream ended the keep-alive at that moment) is sent again
-//! on another connection; connections idle for [`UPSTREAM_POOL_IDLE`] are not reused
+//! A request is never sent twice once any of it may have reached theia (engine.io
+//! answers an overlapping poll or POST with 400 and closes the session). Before an idle
+//! connection is reused, the kernel is asked whether the upstream has closed it (a
+//! non-blocking peek): hyper's connection task may not have seen that end yet, and
+//! would write the request into a socket theia has already closed. A request hyper
+//! hands back unwritten (the connection closed before it left) is sent on another
+//! connection, as hyper-util's client does. One that was written is not: when the
+//! connection then closes without an answer, the exchange fails (502) even when theia
+//! closed it before reading, since sockproxy cannot tell that from theia failing
+//! after acting on it. Connections idle for [`UPSTREAM_POOL_IDLE`] are not reused
 //! (Node's `keepAliveTimeout` is 5 s: staying below it avoids racing its close).
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -22,6 +32,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::config::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
@@ -61,6 +73,7 @@ pub struct Upstream {
 
 struct Idle {
     tx: SendRequest<RequestBody>,
+    socket: Probe,
     since: Instant,
 }
 
@@ -69,6 +82,7 @@ struct Idle {
 /// closed by hyper, as its response was not read to the end.
 pub struct Lease {
     tx: SendRequest<RequestBody>,
+    socket: Probe,
     pool: Arc<Upstream>,
 }
 
@@ -86,6 +100,7 @@ impl Lease {
         }
         idle.push_back(Idle {
             tx: self.tx,
+            socket: self.socket,
             since: now,
         });
     }
@@ -113,8 +128,8 @@ impl Upstream {
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
         loop {
-            let (mut tx, reused) = match self.checkout() {
-                Some(tx) => (tx, true),
+            let ((mut tx, socket), reused) = match self.checkout() {
+                Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
             // (A new connection takes its first request before its task has run.)
@@ -122,6 +137,7 @@ impl Upstream {
                 Ok(resp) => {
                     let lease = Lease {
                         tx,
+                        socket,
                         pool: self.clone(),
                     };
                     return Ok((resp, lease));
@@ -135,9 +151,21 @@ impl Upstream {
         }
     }
 
-    /// The most recently used idle connection that can take a request now. Closed
-    /// and expired ones are dropped on the way (closing them).
-    fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+    /// The most recently used idle connection that can take a request now and that
+    /// the upstream has not closed. Closed and expired ones are dropped on the way
+    /// (closing them).
+    fn checkout(&self) -> Option<(SendRequest<RequestBody>, Probe)> {
+        loop {
+            let entry = self.ready_entry()?;
+            // Outside the pool's lock: one system call.
+            if entry.socket.is_open_and_quiet() {
+                return Some((entry.tx, entry.socket));
+            }
+        }
+    }
+
+    /// Takes the most recently used idle connection that hyper considers ready.
+    fn ready_entry(&self) -> Option<Idle> {
         let mut idle = self.lock();
         let now = Instant::now();
         prune(&mut idle, now);
@@ -148,7 +176,7 @@ impl Upstream {
                 continue;
             }
             if entry.tx.is_ready() {
-                found = Some(entry.tx);
+                found = Some(entry);
                 break;
             }
             // Still finishing its last exchange (a request body going up after an
@@ -159,14 +187,15 @@ impl Upstream {
         found
     }
 
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, Failure> {
+    async fn connect(&self) -> Result<(SendRequest<RequestBody>, Probe), Failure> {
         let stream = crate::connect::tcp(&self.authority, self.connect_timeout)
             .await
             .map_err(Failure::Connect)?;
+        let (io, socket) = UpstreamIo::new(stream);
         let (tx, conn) = http1::Builder::new()
             .preserve_header_case(true)
             .max_headers(UPSTREAM_MAX_HEADERS)
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(Failure::Exchange)?;
         tokio::spawn(async move {
@@ -174,6 +203,106 @@ impl Upstream {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        Ok(tx)
+        Ok((tx, socket))
+    }
+}
+
+/// An upstream connection's socket as hyper uses it: a TCP stream it owns, which the
+/// pool can still look at through a [`Probe`].
+pub struct UpstreamIo {
+    stream: Arc<TcpStream>,
+}
+
+/// The pool's look at a connection's socket. It never keeps the socket open: once
+/// hyper drops the connection, the socket closes and the probe finds nothing.
+pub struct Probe(Weak<TcpStream>);
+
+impl UpstreamIo {
+    fn new(stream: TcpStream) -> (UpstreamIo, Probe) {
+        let stream = Arc::new(stream);
+        let probe = Probe(Arc::downgrade(&stream));
+        (UpstreamIo { stream }, probe)
+    }
+
+    /// The TCP stream, once hyper has given the connection up (an upgrade); `Err`
+    /// gives the wrapper back if a probe happens to be looking at it right then.
+    pub fn into_stream(self) -> Result<TcpStream, UpstreamIo> {
+        Arc::try_unwrap(self.stream).map_err(|stream| UpstreamIo { stream })
+    }
+}
+
+impl Probe {
+    /// True when the socket is open and nothing arrived on it: no end-of-stream or
+    /// reset from the upstream (and no bytes nobody asked for). Asks the kernel
+    /// directly: tokio's readiness, which hyper goes by, may not have caught up yet.
+    fn is_open_and_quiet(&self) -> bool {
+        let Some(stream) = self.0.upgrade() else {
+            return false;
+        };
+        let mut byte = [MaybeUninit::uninit()];
+        // The socket is non-blocking (tokio's): nothing to read is `WouldBlock`.
+        match socket2::SockRef::from(&*stream).peek(&mut byte) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false, // 0: end-of-stream; more: unexpected bytes
+        }
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            // `try_read_buf` clears the readiness when the socket has nothing more.
+            match self.stream.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r.map(|_| ())),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_write_ready(cx))?;
+            match self.stream.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(())) // TCP writes are not buffered here
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write))
     }
 }
