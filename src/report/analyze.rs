@@ -409,8 +409,10 @@ impl Analyzer {
         let is_ws = r.transport == Some(Transport::Websocket);
         let sio = r.transport.is_some();
         let refused = sio && (400..500).contains(&status);
-        let upstream_failed =
-            r.flags.has(Flags::UPSTREAM_UNREACHABLE) || r.upstream_error.is_some();
+        // sockproxy's own 502/504 (or no answer) mean theia failed it; its own 4xx (405 for
+        // CONNECT, 400 for chunked twice) refuse the client and say nothing about theia.
+        let upstream_failed = r.flags.has(Flags::UPSTREAM_UNREACHABLE)
+            || (r.upstream_error.is_some() && (status == 0 || status >= 500));
         {
             let p = &mut self.pods[pod as usize];
             if is_ws {
@@ -623,6 +625,34 @@ mod tests {
             }
             let got: Vec<Option<i64>> = ex.0.iter().map(|e| e.time).collect();
             assert_eq!(&got, kept, "{offered:?}");
+        }
+    }
+
+    #[test]
+    fn sockproxy_refusing_a_client_is_not_theia_failing() {
+        use super::super::parse::{Parsed, parse};
+        let lines = [
+            (
+                r#"{"time":"2026-11-25T12:00:01.000000Z","event":"request","pod":"a","id":"1","method":"CONNECT","path":"x:443","status":405,"upstream_error":"CONNECT is not proxied","outcome":"upstream_error"}"#,
+                0,
+            ),
+            (
+                r#"{"time":"2026-11-25T12:00:02.000000Z","event":"request","pod":"a","id":"2","method":"GET","path":"/socket.io/","sio":{"transport":"polling"},"status":502,"upstream_error":"connect: connection refused","outcome":"upstream_error","flags":["upstream_unreachable"]}"#,
+                1,
+            ),
+            (
+                r#"{"time":"2026-11-25T12:00:03.000000Z","event":"request","pod":"a","id":"3","method":"GET","path":"/socket.io/","sio":{"transport":"polling"},"status":504,"upstream_error":"no answer within 30s","outcome":"upstream_error"}"#,
+                2,
+            ),
+        ];
+        let mut a = Analyzer::new();
+        for (line, want) in lines {
+            let Parsed::Record(raw) = parse(line.as_bytes()) else {
+                panic!("not a record: {line}");
+            };
+            a.record(&super::super::parse::Rec::of(&raw).expect("a record"), "?");
+            assert_eq!(a.picture.upstream_errors, want, "{line}");
+            assert_eq!(a.h5.upstream_failures.len() as u64, want, "{line}");
         }
     }
 
