@@ -802,26 +802,6 @@ async fn workers_and_connect_timeout_from_the_environment() {
     assert_eq!(r["upstream_error"], "connect timed out");
 }
 
-/// A listener whose accept queue is full: connects to it hang (SYNs are dropped).
-async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = sock.listen(1).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut held = Vec::new();
-    for _ in 0..8 {
-        // A connect the queue takes completes at once; one that has not within this time
-        // is taken to hang (the margin is on the load side, hence the slack).
-        let hangs_after = slacken(Duration::from_millis(300));
-        match tokio::time::timeout(hangs_after, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => held.push(s),
-            _ => break,
-        }
-    }
-    std::mem::forget(listener); // never accepts, stays open for the test
-    (addr, held)
-}
-
 // ---------------------------------------------------------------------------------------
 // The Rust tests' engine.io upstream (`demo::serve_engine`) answers as the real socket.io
 // 4.8 does: its answers to the cases of tests/fixtures/engine-io-bytes.json, captured from

@@ -356,3 +356,24 @@ where
     use futures_util::StreamExt;
     within(async { while ws.next().await.is_some() {} }).await;
 }
+
+/// A listener whose accept queue is full: connects to it hang (SYNs are dropped).
+pub async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        // A connect that the queue takes completes at once; one that has not within this
+        // time is taken to hang (a slow but successful connect would leave room, so the
+        // margin is on the load side, hence the slack).
+        let hangs_after = slacken(Duration::from_millis(300));
+        match tokio::time::timeout(hangs_after, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    std::mem::forget(listener); // never accepts, stays open for the test
+    (addr, held)
+}
