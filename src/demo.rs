@@ -458,6 +458,14 @@ fn node_response(
     body: String,
     keep_alive: bool,
 ) -> Response<DemoBody> {
+    let mut resp = with_body(status, content_type, body);
+    node_headers(&mut resp, keep_alive);
+    resp
+}
+
+/// A response with `body`, its `Content-Type` and `Content-Length` (the headers every
+/// answer of the demo's upstream starts with, in Node's order).
+fn with_body(status: StatusCode, content_type: &'static str, body: String) -> Response<DemoBody> {
     let len = body.len();
     let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = status;
@@ -467,7 +475,6 @@ fn node_response(
         http::HeaderValue::from_static(content_type),
     );
     h.insert(header::CONTENT_LENGTH, len.into());
-    node_headers(&mut resp, keep_alive);
     resp
 }
 
@@ -499,16 +506,8 @@ fn polling(
     body: String,
     keep_alive: bool,
 ) -> Response<DemoBody> {
-    let len = body.len();
-    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static(content_type),
-    );
-    h.insert(header::CONTENT_LENGTH, len.into());
-    h.insert(
+    let mut resp = with_body(status, content_type, body);
+    resp.headers_mut().insert(
         header::CACHE_CONTROL,
         http::HeaderValue::from_static("no-store"),
     );
