@@ -38,31 +38,14 @@ pub fn bin_of(ms: f64) -> usize {
 }
 
 /// Lifetimes of tunnels that ended on their own and of long-polls cut by the client.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct H6 {
-    pub tunnels: Vec<u32>,
-    pub polls: Vec<u32>,
-    pub min_ms: Vec<f32>,
-    pub max_ms: Vec<f32>,
+    pub bins: Bins,
     pub examples: HashMap<u32, Examples>,
     pub longest_tunnel: Option<(f64, Example)>,
     /// Each lifetime's pod, end time and bin, to take out at the verdict those that ended
     /// in their pod's drain window (the shutdown ended them, not a timeout).
     ends: Vec<(PodId, i64, u32, bool)>,
-}
-
-impl Default for H6 {
-    fn default() -> H6 {
-        H6 {
-            tunnels: vec![0; BINS],
-            polls: vec![0; BINS],
-            min_ms: vec![f32::INFINITY; BINS],
-            max_ms: vec![0.0; BINS],
-            examples: HashMap::new(),
-            longest_tunnel: None,
-            ends: Vec::new(),
-        }
-    }
 }
 
 impl H6 {
@@ -94,72 +77,57 @@ impl H6 {
     fn lifetime(&mut self, ms: f64, tunnel: bool, r: &Rec<'_>, pod: PodId, text: String) {
         let b = bin_of(ms);
         if tunnel {
-            self.tunnels[b] += 1;
+            self.bins.tunnels[b] += 1;
         } else {
-            self.polls[b] += 1;
+            self.bins.polls[b] += 1;
         }
         if let Some(t) = r.time
             && self.ends.len() < MAX_ENDS
         {
             self.ends.push((pod, t, b as u32, tunnel));
         }
-        self.min_ms[b] = self.min_ms[b].min(ms as f32);
-        self.max_ms[b] = self.max_ms[b].max(ms as f32);
+        self.bins.min_ms[b] = self.bins.min_ms[b].min(ms as f32);
+        self.bins.max_ms[b] = self.bins.max_ms[b].max(ms as f32);
         self.examples
             .entry(b as u32)
             .or_default()
             .offer(r.time, || example(r, pod, text));
     }
 
-    /// Tunnel lifetimes of at least `ms`.
-    fn tunnels_at_least(&self, ms: f64) -> u64 {
-        self.tunnels[bin_of(ms)..]
-            .iter()
-            .map(|c| u64::from(*c))
-            .sum()
-    }
-
-    /// These lifetimes without those that ended in their pod's drain window.
-    fn without_drains(&self, a: &Analyzer) -> (H6, u64) {
-        let mut h = H6 {
-            tunnels: self.tunnels.clone(),
-            polls: self.polls.clone(),
-            min_ms: self.min_ms.clone(),
-            max_ms: self.max_ms.clone(),
-            examples: self.examples.clone(),
-            longest_tunnel: self.longest_tunnel.clone(),
-            ends: Vec::new(),
-        };
+    /// The bins without the lifetimes that ended in their pod's drain window, and how many
+    /// those were.
+    fn without_drains(&self, a: &Analyzer) -> (Bins, u64) {
+        let mut bins = self.bins.clone();
         let mut taken = 0;
         for (pod, t, b, tunnel) in &self.ends {
             if a.pods[*pod as usize].draining_at(*t) {
                 let c = if *tunnel {
-                    &mut h.tunnels[*b as usize]
+                    &mut bins.tunnels[*b as usize]
                 } else {
-                    &mut h.polls[*b as usize]
+                    &mut bins.polls[*b as usize]
                 };
                 *c = c.saturating_sub(1);
                 taken += 1;
             }
         }
-        (h, taken)
+        (bins, taken)
     }
 
     pub fn verdict(&self, a: &Analyzer, m: &Moved<'_>) -> Finding {
-        let (h, in_drains) = self.without_drains(a);
-        h.judge(a, m, in_drains)
+        let (bins, in_drains) = self.without_drains(a);
+        self.judge(&bins, a, m, in_drains)
     }
 
-    fn judge(&self, a: &Analyzer, m: &Moved<'_>, in_drains: u64) -> Finding {
-        let total: u64 = self
+    fn judge(&self, bins: &Bins, a: &Analyzer, m: &Moved<'_>, in_drains: u64) -> Finding {
+        let total: u64 = bins
             .tunnels
             .iter()
-            .chain(self.polls.iter())
+            .chain(bins.polls.iter())
             .map(|c| u64::from(*c))
             .sum();
         let longest = self.longest_tunnel.as_ref().map(|(ms, _)| *ms);
-        let outlived_default = self.tunnels_at_least(GKE_DEFAULT_TIMEOUT_MS);
-        let cluster = find_cluster(self);
+        let outlived_default = bins.tunnels_at_least(GKE_DEFAULT_TIMEOUT_MS);
+        let cluster = find_cluster(bins);
         let mut f = if let Some(c) = cluster.as_ref() {
             let mut kinds = Vec::new();
             if c.tunnels > 0 {
@@ -278,7 +246,7 @@ impl H6 {
                 plural(in_drains, "lifetime", "lifetimes")
             ));
         }
-        let tunnels: u64 = self.tunnels.iter().map(|c| u64::from(*c)).sum();
+        let tunnels: u64 = bins.tunnels.iter().map(|c| u64::from(*c)).sum();
         f.counts = vec![
             ("ended_in_drain_windows", in_drains),
             ("tunnel_lifetimes", tunnels),
@@ -292,6 +260,37 @@ impl H6 {
             ),
         ];
         f
+    }
+}
+
+/// Counts of lifetimes per log-spaced bin, tunnels and cut long-polls apart, with the
+/// shortest and longest lifetime seen in each bin.
+#[derive(Clone, Debug)]
+pub struct Bins {
+    pub tunnels: Vec<u32>,
+    pub polls: Vec<u32>,
+    pub min_ms: Vec<f32>,
+    pub max_ms: Vec<f32>,
+}
+
+impl Default for Bins {
+    fn default() -> Bins {
+        Bins {
+            tunnels: vec![0; BINS],
+            polls: vec![0; BINS],
+            min_ms: vec![f32::INFINITY; BINS],
+            max_ms: vec![0.0; BINS],
+        }
+    }
+}
+
+impl Bins {
+    /// Tunnel lifetimes of at least `ms`.
+    fn tunnels_at_least(&self, ms: f64) -> u64 {
+        self.tunnels[bin_of(ms)..]
+            .iter()
+            .map(|c| u64::from(*c))
+            .sum()
     }
 }
 
@@ -345,7 +344,7 @@ const ABOVE_MIN_MS: f64 = 100.0;
 /// just under T, more than twice as many (+3) as in the two band widths below it and as
 /// in the band width just past T. One
 /// that cuts all (see [`Cluster::cuts_all`]) beats one that does not; then the larger.
-pub fn find_cluster(h: &H6) -> Option<Cluster> {
+pub fn find_cluster(h: &Bins) -> Option<Cluster> {
     let count = |i: usize| u64::from(h.tunnels[i]) + u64::from(h.polls[i]);
     let mut prefix = vec![0u64; BINS + 1];
     for i in 0..BINS {
@@ -410,8 +409,8 @@ pub fn find_cluster(h: &H6) -> Option<Cluster> {
 mod tests {
     use super::*;
 
-    fn lifetimes(tunnels: &[f64], polls: &[f64]) -> H6 {
-        let mut h = H6::default();
+    fn lifetimes(tunnels: &[f64], polls: &[f64]) -> Bins {
+        let mut h = Bins::default();
         for (list, is_tunnel) in [(tunnels, true), (polls, false)] {
             for &ms in list {
                 let b = bin_of(ms);
