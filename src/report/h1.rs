@@ -23,6 +23,16 @@ const ATTEMPT_SHARE: f64 = 0.2;
 /// Stripped attempts needed before the share counts.
 const MIN_STRIPPED: u64 = 2;
 
+/// One pod's browser attempts, and who lost the headers there.
+#[derive(Clone, Debug, Default)]
+pub struct PodTally {
+    pub attempts: u64,
+    pub stripped: u64,
+    /// The first client whose attempt was stripped on this pod, and whether another did.
+    pub first_client: Option<Box<str>>,
+    pub several_clients: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct H1 {
     /// Browser websocket attempts: websocket requests with Sec-WebSocket-Key, or upgraded.
@@ -44,10 +54,8 @@ pub struct H1 {
     pub not_browser: u64,
     pub clients_attempting: Distinct,
     pub clients_stripped: Distinct,
-    /// Per pod: (attempts, stripped).
-    pub by_pod: Vec<(u64, u64)>,
-    /// Per pod: the first client whose attempt was stripped there, and whether another did.
-    pub stripped_clients_by_pod: Vec<(Option<Box<str>>, bool)>,
+    /// Per pod (indexed by `PodId`).
+    pub by_pod: Vec<PodTally>,
     pub examples: Examples,
     pub not_browser_examples: Examples,
 }
@@ -81,9 +89,9 @@ impl H1 {
         self.clients_attempting.add(client);
         let i = pod as usize;
         if self.by_pod.len() <= i {
-            self.by_pod.resize(i + 1, (0, 0));
+            self.by_pod.resize_with(i + 1, PodTally::default);
         }
-        self.by_pod[i].0 += 1;
+        self.by_pod[i].attempts += 1;
         if upgraded {
             self.upgraded += 1;
             return;
@@ -92,13 +100,11 @@ impl H1 {
             return;
         }
         self.stripped += 1;
-        self.by_pod[i].1 += 1;
-        if self.stripped_clients_by_pod.len() <= i {
-            self.stripped_clients_by_pod.resize(i + 1, (None, false));
-        }
-        match &mut self.stripped_clients_by_pod[i] {
-            (first @ None, _) => *first = Some(Box::from(client)),
-            (Some(first), more) => *more |= **first != *client,
+        let t = &mut self.by_pod[i];
+        t.stripped += 1;
+        match &t.first_client {
+            None => t.first_client = Some(Box::from(client)),
+            Some(first) => t.several_clients |= **first != *client,
         }
         self.clients_stripped.add(client);
         if missing_upgrade {
@@ -132,19 +138,16 @@ impl H1 {
     /// The pod whose attempts were stripped at least half the time, from more than one
     /// client (one client's proxy can land on a new pod first), if any.
     fn stripping_pod(&self) -> Option<(usize, u64, u64)> {
-        let several = |i: usize| {
-            self.stripped_clients_by_pod
-                .get(i)
-                .is_some_and(|(_, more)| *more)
-        };
         self.by_pod
             .iter()
             .enumerate()
-            .filter(|(i, (n, s))| {
-                *s >= MIN_STRIPPED && share_at_least(*s, *n, SHARE) && several(*i)
+            .filter(|(_, t)| {
+                t.stripped >= MIN_STRIPPED
+                    && share_at_least(t.stripped, t.attempts, SHARE)
+                    && t.several_clients
             })
-            .max_by_key(|(_, (_, s))| *s)
-            .map(|(i, (n, s))| (i, *s, *n))
+            .max_by_key(|(_, t)| t.stripped)
+            .map(|(i, t)| (i, t.stripped, t.attempts))
     }
 
     pub fn verdict(&self, a: &Analyzer) -> Finding {
