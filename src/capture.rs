@@ -7,7 +7,7 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use std::borrow::Cow;
 
-use crate::config::{MAX_LOGGED_HEADER_BYTES, MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
+use crate::limits::{MAX_LOGGED_HEADER_BYTES, MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
 
 /// Request headers always present in a record, `null` when absent (contract §2).
 pub const REQUEST_ALWAYS: [HeaderName; 6] = [
@@ -175,7 +175,7 @@ fn take(headers: &HeaderMap, name: &HeaderName, budget: &mut usize) -> Logged {
 /// The logged form of one value: redacted where secret, text, size-bounded.
 fn render(name: &HeaderName, value: &HeaderValue, budget: &mut usize) -> String {
     let limit = MAX_LOGGED_VALUE_BYTES.min(*budget);
-    let out = truncate_to(redacted(name, value), limit, value.len());
+    let out = crate::text::truncate_to(redacted(name, value), limit, value.len());
     *budget = budget.saturating_sub(out.len());
     out
 }
@@ -204,29 +204,6 @@ fn text_cow(bytes: &[u8]) -> Cow<'_, str> {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
     }
-}
-
-/// `s` cut to [`MAX_LOGGED_VALUE_BYTES`] (on a character boundary), with a marker
-/// `…[truncated, N bytes]` naming the original length.
-pub fn truncate(s: String) -> String {
-    let wire = s.len();
-    truncate_to(s, MAX_LOGGED_VALUE_BYTES, wire)
-}
-
-/// Cuts `s`, the logged form of a `wire`-byte value, when the value was over `limit`
-/// bytes as sent; the marker names the size as sent. (A non-UTF-8 value's logged form
-/// may be up to twice its wire size: each byte ≥ 0x80 becomes a 2-byte character.)
-fn truncate_to(mut s: String, limit: usize, wire: usize) -> String {
-    if s.len() <= limit || (wire <= limit && s.len() <= 2 * limit) {
-        return s; // nothing to cut (a redacted value is short whatever was sent)
-    }
-    let mut cut = limit;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    s.truncate(cut);
-    s.push_str(&format!("…[truncated, {wire} bytes]"));
-    s
 }
 
 /// `a=1; io=abc; b=2` → `a=<redacted>; io=abc; b=<redacted>`: names stay, values go,
@@ -263,7 +240,7 @@ pub fn redact_set_cookie(value: &str) -> String {
 pub fn redact_query<'a>(query: &'a str, names: &[String]) -> Cow<'a, str> {
     let secret = |pair: &str| {
         let name = pair.split_once('=').map_or(pair, |(n, _)| n);
-        let name = crate::sio::percent_decode(name);
+        let name = crate::text::percent_decode(name);
         pair.contains('=') && names.iter().any(|n| n.eq_ignore_ascii_case(&name))
     };
     if names.is_empty() || !query.split('&').any(secret) {

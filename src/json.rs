@@ -9,8 +9,41 @@
 //! escaping eight at a time, then copied in one piece.
 
 use crate::capture::{Logged, Snapshot};
-use crate::record::{Exchange, HttpRequest, Trace, TunnelClosed};
+use crate::record::{Event, Exchange, HttpRequest, Trace, TunnelClosed};
 use crate::sio::{Sio, SioError};
+
+/// Serialises `event`'s own fields as one JSON object: `request`, `upgrade` and
+/// `tunnel_closed` (one per exchange or tunnel) with the fast writers of this module,
+/// the rarer events with serde_json.
+pub fn event_fields(out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> {
+    match event {
+        Event::Listening(e) => serde_json::to_writer(out, e),
+        Event::Request(e) | Event::Upgrade(e) => {
+            exchange(out, e);
+            Ok(())
+        }
+        Event::TunnelClosed(e) => {
+            tunnel_closed(out, e);
+            Ok(())
+        }
+        Event::Draining(e) => serde_json::to_writer(out, e),
+        Event::Stopped(e) => serde_json::to_writer(out, e),
+        Event::RecordsDropped(e) => serde_json::to_writer(out, e),
+        Event::StartupFailed(e) => serde_json::to_writer(out, e),
+        Event::ClientError(e) => serde_json::to_writer(out, e),
+        Event::ConnectionLimit(e) => serde_json::to_writer(out, e),
+    }
+}
+
+/// [`event_fields`] with serde_json for every event: the reference the fast writers
+/// are compared against (tests/props.rs).
+pub fn event_fields_serde(out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> {
+    match event {
+        Event::Request(e) | Event::Upgrade(e) => serde_json::to_writer(out, e),
+        Event::TunnelClosed(e) => serde_json::to_writer(out, e),
+        other => event_fields(out, other),
+    }
+}
 
 /// Appends `s` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\`
 /// and the control characters below U+0020 (`\b \t \n \f \r`, others `\u00xx`).

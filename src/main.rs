@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use sockproxy::config::{Admin, Cli, Command, Config, env_of_flag};
+use sockproxy::cli::{Cli, Command, env_of_flag};
+use sockproxy::config::{Admin, Config};
 use sockproxy::record::{Event, Record, Severity, StartupFailed};
 use sockproxy::sink::Sink;
 

@@ -24,14 +24,16 @@ use tracing::Instrument;
 
 use crate::body::{RequestBody, RequestProgress, ResponseBody};
 use crate::capture;
-use crate::config::{Config, SID_REGISTRY_CAPACITY};
+use crate::config::Config;
 use crate::drain::Drain;
 use crate::error::UpstreamFailure;
 use crate::exchange::{self, ConnInfo, Draft, Guard, Handoff, TunnelInfo};
+use crate::limits::SID_REGISTRY_CAPACITY;
 use crate::metrics::Metrics;
 use crate::record::{self, ClosedBy, Event, HttpRequest, Outcome, Record, Severity, TunnelClosed};
 use crate::sids::SidRegistry;
 use crate::sink::Sink;
+use crate::text;
 use crate::tunnel::{self, Side};
 use crate::upstream::Upstream;
 
@@ -120,10 +122,10 @@ impl Shared {
                 Box::new(Draft {
                     id,
                     conn: conn.clone(),
-                    method: capture::truncate(parts.method.to_string()),
-                    path: capture::truncate(parts.uri.path().to_string()),
+                    method: text::truncate(parts.method.to_string()),
+                    path: text::truncate(parts.uri.path().to_string()),
                     query: parts.uri.query().map(|q| {
-                        capture::truncate(
+                        text::truncate(
                             capture::redact_query(q, &self.cfg.redact_query).into_owned(),
                         )
                     }),

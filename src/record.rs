@@ -118,38 +118,6 @@ impl Event {
             Event::ConnectionLimit(_) => "connection_limit",
         }
     }
-
-    /// Serialises the event's own fields as one JSON object with serde_json (tests
-    /// compare the fast writer against this).
-    pub fn fields_json_serde(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        match self {
-            Event::Request(e) | Event::Upgrade(e) => serde_json::to_writer(out, e),
-            Event::TunnelClosed(e) => serde_json::to_writer(out, e),
-            other => other.fields_json(out),
-        }
-    }
-
-    /// Serialises the event's own fields as one JSON object.
-    pub fn fields_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        match self {
-            Event::Listening(e) => serde_json::to_writer(out, e),
-            // The two events written once per request / tunnel: the fast writer.
-            Event::Request(e) | Event::Upgrade(e) => {
-                crate::json::exchange(out, e);
-                Ok(())
-            }
-            Event::TunnelClosed(e) => {
-                crate::json::tunnel_closed(out, e);
-                Ok(())
-            }
-            Event::Draining(e) => serde_json::to_writer(out, e),
-            Event::Stopped(e) => serde_json::to_writer(out, e),
-            Event::RecordsDropped(e) => serde_json::to_writer(out, e),
-            Event::StartupFailed(e) => serde_json::to_writer(out, e),
-            Event::ClientError(e) => serde_json::to_writer(out, e),
-            Event::ConnectionLimit(e) => serde_json::to_writer(out, e),
-        }
-    }
 }
 
 /// `listening`: the real bound addresses.

@@ -15,8 +15,9 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client_io::ClientIo;
-use crate::config::{ACCEPT_BACKOFF, Config, SHUTDOWN_GRACE};
+use crate::config::Config;
 use crate::exchange::{ConnInfo, Handoff};
+use crate::limits::{ACCEPT_BACKOFF, SHUTDOWN_GRACE};
 use crate::proxy::Shared;
 use crate::record::{
     ClientError, ConnectionLimit, Draining, Event, Listening, Record, Severity, Stopped,

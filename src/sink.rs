@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, SystemTime};
 
-use crate::config::{SINK_GATHER, SINK_QUEUE_BYTES, SINK_QUEUE_RECORDS};
+use crate::limits::{SINK_GATHER, SINK_QUEUE_BYTES, SINK_QUEUE_RECORDS};
 use crate::record::{Event, Record, RecordsDropped, Severity};
 
 /// Where records go. Cheap to clone.
@@ -286,7 +286,7 @@ fn format_line(line: &mut Vec<u8>, meta: &Meta, rec: &Record, now: SystemTime) {
         }
     }
     let start = line.len();
-    if rec.event.fields_json(line).is_err() {
+    if crate::json::event_fields(line, &rec.event).is_err() {
         line.truncate(start);
         line.extend_from_slice(b"{\"error\":\"record could not be serialised\"}");
     }

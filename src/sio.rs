@@ -4,9 +4,9 @@
 //! socketio/socket.io) and engine.io `lib/server.ts` (`Server.errors`, `abortRequest`,
 //! `abortUpgrade`), summarised in shared/PROTOCOL-NOTES.md §A–B.
 
-use std::borrow::Cow;
-
 use serde::Serialize;
+
+use crate::text;
 
 /// The engine.io fields of a socket.io request (contract §2, `sio`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -34,7 +34,7 @@ impl Sio {
                 _ => continue,
             };
             if slot.is_none() {
-                *slot = Some(crate::capture::truncate(percent_decode(value).into_owned()));
+                *slot = Some(text::truncate(text::percent_decode(value).into_owned()));
             }
         }
         sio
@@ -55,34 +55,6 @@ impl Sio {
 /// (nginx may forward `/theia/socket.io/` unchanged, or rewritten to `/socket.io/`).
 pub fn is_sio_path(path: &str, sio_path: &str) -> bool {
     path.contains(sio_path)
-}
-
-/// `%XX` and `+` decoded (lossy on invalid UTF-8); borrowed when nothing changes.
-pub fn percent_decode(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| b == b'%' || b == b'+') {
-        return Cow::Borrowed(s);
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16)),
-                bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16)),
-            ) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// An engine.io error decoded from a response body (contract §2, `sio_error`).

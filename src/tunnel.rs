@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, Wr
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::config::{FRAME_PEEK_BYTES, TUNNEL_BUFFER_BYTES};
+use crate::limits::{FRAME_PEEK_BYTES, TUNNEL_BUFFER_BYTES};
 use crate::record::ClosedBy;
 use crate::sio;
 use crate::upstream::UpstreamIo;

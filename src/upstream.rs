@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
-use crate::config::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
+use crate::limits::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
 
 /// Most idle connections kept (beyond it, the least recently used is closed).
 const MAX_IDLE: usize = 1024;

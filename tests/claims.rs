@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sockproxy::config::{Config, RunArgs};
+use sockproxy::cli::RunArgs;
+use sockproxy::config::Config;
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;

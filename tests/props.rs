@@ -7,8 +7,8 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
 use sockproxy::capture::{self, Snapshot};
-use sockproxy::config::{MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
 use sockproxy::flags;
+use sockproxy::limits::{MAX_LOGGED_REPEATS, MAX_LOGGED_VALUE_BYTES};
 use sockproxy::record::{
     self, ClosedBy, Event, Exchange, HttpRequest, Outcome, Record, Severity, TunnelClosed,
 };
@@ -840,8 +840,8 @@ proptest! {
         };
         for event in [Event::Request(Box::new(ex.clone())), Event::Upgrade(Box::new(ex)), Event::TunnelClosed(Box::new(tc))] {
             let (mut fast, mut serde) = (Vec::new(), Vec::new());
-            event.fields_json(&mut fast).unwrap();
-            event.fields_json_serde(&mut serde).unwrap();
+            sockproxy::json::event_fields(&mut fast, &event).unwrap();
+            sockproxy::json::event_fields_serde(&mut serde, &event).unwrap();
             prop_assert_eq!(String::from_utf8(fast).unwrap(), String::from_utf8(serde).unwrap());
         }
     }

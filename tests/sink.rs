@@ -62,7 +62,7 @@ fn blocked_stdout_never_blocks_emit_and_drops_are_reported() {
         .recv_timeout(slacken(WAIT))
         .expect("the writer is stuck in write");
     // stdout is now blocked: the queue fills, then records are counted, and emit returns.
-    let total = sockproxy::config::SINK_QUEUE_RECORDS as u64 + 500;
+    let total = sockproxy::limits::SINK_QUEUE_RECORDS as u64 + 500;
     for n in 1..=total {
         sink.emit(record(n));
     }
