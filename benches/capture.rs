@@ -11,8 +11,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, Request};
 use sockproxy::capture;
-use sockproxy::exchange::capture_request;
 use sockproxy::record::{Event, Exchange, HttpRequest, Outcome, Record, Severity};
+use sockproxy::recorder::capture_request;
 use sockproxy::sink::Sink;
 use sockproxy::sio::{self, Sio};
 

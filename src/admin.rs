@@ -18,10 +18,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::metrics::CONTENT_TYPE;
-use crate::proxy::Shared;
+use crate::recorder::Recorder;
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, recorder: Arc<Recorder>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -31,11 +31,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let shared = shared.clone();
+        let recorder = recorder.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(answer(&shared, &req)) }
+                let recorder = recorder.clone();
+                async move { Ok::<_, Infallible>(answer(&recorder, &req)) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -47,7 +47,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(recorder: &Recorder, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -57,7 +57,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain; charset=utf-8", "ok\n".into()),
-        "/readyz" if shared.drain.is_draining() => text(
+        "/readyz" if recorder.drain.is_draining() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
             "draining\n".into(),
@@ -68,15 +68,15 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "ready\n".into(),
         ),
         "/metrics" => {
-            let m = &shared.metrics;
-            m.tunnels_open.set(gauge(shared.drain.open_tunnels()));
+            let m = &recorder.metrics;
+            m.tunnels_open.set(gauge(recorder.drain.open_tunnels()));
             m.requests_in_flight
-                .set(gauge(shared.drain.open_requests()));
-            m.draining.set(i64::from(shared.drain.is_draining()));
+                .set(gauge(recorder.drain.open_requests()));
+            m.draining.set(i64::from(recorder.drain.is_draining()));
             text(
                 StatusCode::OK,
                 CONTENT_TYPE,
-                m.render(shared.sink.dropped()),
+                m.render(recorder.sink.dropped()),
             )
         }
         _ => text(

@@ -1,37 +1,17 @@
-//! Wraps the bodies: counts bytes, and fires the exchange's record at end or on drop.
+//! The bodies on their way: the request's counted into its record, the response's
+//! ending its record (and returning its upstream connection) when it ends.
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::drain::Token;
-use crate::exchange::Guard;
 use crate::record::Outcome;
+use crate::recorder::{Recording, RequestProgress};
 use crate::upstream::Lease;
-
-/// How far the client got with its request body.
-#[derive(Debug, Default)]
-pub struct RequestProgress {
-    bytes: AtomicU64,
-    failed: AtomicBool,
-}
-
-impl RequestProgress {
-    /// Body bytes received from the client so far.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// True when reading the body from the client failed (the client went away
-    /// mid-body): a failed exchange is then the client's doing, not the upstream's.
-    pub fn client_failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
-    }
-}
 
 /// The request body on its way to the upstream, counted into `bytes_in`.
 pub struct RequestBody {
@@ -58,12 +38,10 @@ impl Body for RequestBody {
         match &frame {
             Some(Ok(f)) => {
                 if let Some(data) = f.data_ref() {
-                    self.progress
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    self.progress.add(data.len());
                 }
             }
-            Some(Err(_)) => self.progress.failed.store(true, Ordering::Relaxed),
+            Some(Err(_)) => self.progress.fail(),
             None => {}
         }
         Poll::Ready(frame)
@@ -88,21 +66,26 @@ pub struct ResponseBody {
 enum Kind {
     Proxied {
         inner: Incoming,
-        guard: Option<Guard>,
+        recording: Option<Recording>,
         /// The upstream connection, back to the pool when the body has ended.
-        lease: Option<Lease>,
+        lease: Option<Lease<RequestBody>>,
     },
     Own(Option<Bytes>),
 }
 
 impl ResponseBody {
-    /// The upstream's body; `guard` (if the exchange is recorded) is finished when the
-    /// body ends, or dropped with it when the client goes away first.
-    pub fn proxied(inner: Incoming, guard: Option<Guard>, token: Token, lease: Lease) -> Self {
+    /// The upstream's body; `recording` is finished when the body ends, or dropped with
+    /// it when the client goes away first.
+    pub fn proxied(
+        inner: Incoming,
+        recording: Recording,
+        token: Token,
+        lease: Lease<RequestBody>,
+    ) -> Self {
         let mut body = ResponseBody {
             kind: Kind::Proxied {
                 inner,
-                guard,
+                recording: Some(recording),
                 lease: Some(lease),
             },
             token: Some(token),
@@ -123,12 +106,12 @@ impl ResponseBody {
     fn finish_if_ended(&mut self) {
         if let Kind::Proxied {
             inner,
-            guard,
+            recording,
             lease,
         } = &mut self.kind
             && inner.is_end_stream()
         {
-            ended(lease, guard);
+            ended(lease, recording);
         }
         if self.is_end_stream() {
             self.token = None;
@@ -138,12 +121,12 @@ impl ResponseBody {
 
 /// The upstream body ended: its connection may carry the next request, and the
 /// exchange's record is written as complete.
-fn ended(lease: &mut Option<Lease>, guard: &mut Option<Guard>) {
+fn ended(lease: &mut Option<Lease<RequestBody>>, recording: &mut Option<Recording>) {
     if let Some(l) = lease.take() {
         l.release();
     }
-    if let Some(g) = guard.take() {
-        g.finish(Outcome::Complete);
+    if let Some(r) = recording.take() {
+        r.finish(Outcome::Complete);
     }
 }
 
@@ -160,25 +143,24 @@ impl Body for ResponseBody {
             Kind::Own(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Proxied {
                 inner,
-                guard,
+                recording,
                 lease,
             } => {
                 let frame = ready!(Pin::new(inner).poll_frame(cx));
                 match &frame {
                     // Trailers end the body; hyper polls no further after them.
-                    Some(Ok(f)) if f.is_trailers() => ended(lease, guard),
+                    Some(Ok(f)) if f.is_trailers() => ended(lease, recording),
                     Some(Ok(f)) => {
-                        if let (Some(data), Some(g)) = (f.data_ref(), guard.as_mut()) {
-                            g.on_body(data);
+                        if let (Some(data), Some(r)) = (f.data_ref(), recording.as_mut()) {
+                            r.on_body(data);
                         }
                     }
                     Some(Err(e)) => {
-                        if let Some(mut g) = guard.take() {
-                            g.draft().upstream_error = Some(format!("upstream body: {e}"));
-                            g.finish(Outcome::UpstreamError);
+                        if let Some(r) = recording.take() {
+                            r.body_failed(e);
                         }
                     }
-                    None => ended(lease, guard),
+                    None => ended(lease, recording),
                 }
                 this.finish_if_ended();
                 Poll::Ready(frame)

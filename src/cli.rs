@@ -112,8 +112,6 @@ pub struct RunArgs {
     pub redact_query: NameList,
 }
 
-/// A comma list of names (`--redact-query`), lower-cased.
-
 /// [`Config`] is built here, where its defaults are (clap's).
 impl Config {
     /// Builds the config from parsed flags plus the downward-API variables.

@@ -14,39 +14,16 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::exchange::ConnInfo;
+use crate::conn::ConnInfo;
 
 /// What hyper writes for an HTTP/1.0 response, and what goes out instead.
 const FROM: &[u8; 9] = b"HTTP/1.0 ";
 const TO: &[u8; 9] = b"HTTP/1.1 ";
-
-/// A request, from the exchange to the client socket, to write the status line of the
-/// next response (the one with this status) as `HTTP/1.1`.
-#[derive(Debug, Default)]
-pub struct StatusLineFix {
-    /// The status of the response to fix; 0 when none is armed.
-    status: AtomicU16,
-}
-
-impl StatusLineFix {
-    /// The next response head, if it has `status`, goes out as `HTTP/1.1`.
-    pub fn arm(&self, status: http::StatusCode) {
-        self.status.store(status.as_u16(), Ordering::Relaxed);
-    }
-
-    fn take(&self) -> Option<u16> {
-        if self.status.load(Ordering::Relaxed) == 0 {
-            return None; // the path of every write: one load
-        }
-        Some(self.status.swap(0, Ordering::Relaxed)).filter(|s| *s != 0)
-    }
-}
 
 /// The client's TCP stream with the status-line fix applied on the way out.
 pub struct ClientIo {
@@ -55,6 +32,10 @@ pub struct ClientIo {
     conn: Arc<ConnInfo>,
     /// While a fix is being written: how many bytes of [`TO`] are out.
     fixing: Option<usize>,
+    /// The status of the last response head written since the client last sent
+    /// bytes (0: none): after a request hyper refused, the answer it gave (400, 414,
+    /// 431).
+    last_status: u16,
 }
 
 impl ClientIo {
@@ -64,6 +45,20 @@ impl ClientIo {
             stream,
             conn,
             fixing: None,
+            last_status: 0,
+        }
+    }
+
+    /// The status of the last response head written to the client since it last
+    /// sent bytes, if any.
+    pub fn last_status(&self) -> Option<u16> {
+        (self.last_status != 0).then_some(self.last_status)
+    }
+
+    /// Notes the status of a response head that `data`, the start of a write, begins.
+    fn note_head(&mut self, data: &[u8]) {
+        if let Some(status) = head_status(data) {
+            self.last_status = status;
         }
     }
 
@@ -108,6 +103,17 @@ impl ClientIo {
     }
 }
 
+/// The status of the response head `data` starts with (`HTTP/1.x NNN `).
+fn head_status(data: &[u8]) -> Option<u16> {
+    let head = data.get(..13)?;
+    if !head.starts_with(b"HTTP/1.") || head[8] != b' ' || head[12] != b' ' {
+        return None;
+    }
+    head[9..12].iter().try_fold(0u16, |n, d| {
+        d.is_ascii_digit().then(|| n * 10 + u16::from(d - b'0'))
+    })
+}
+
 /// True when `data` starts with `HTTP/1.0 <status> `.
 fn starts_head(data: &[u8], status: u16) -> bool {
     let mut want = [0u8; 13];
@@ -129,6 +135,7 @@ impl AsyncWrite for ClientIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.note_head(buf);
         if let Some(fix) = this.due(buf) {
             return this.poll_fix(cx, fix, buf.len());
         }
@@ -143,6 +150,7 @@ impl AsyncWrite for ClientIo {
         let this = self.get_mut();
         // hyper writes a head as one slice.
         let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| b);
+        this.note_head(first);
         if let Some(fix) = this.due(first) {
             return this.poll_fix(cx, fix, first.len());
         }
@@ -168,7 +176,13 @@ impl AsyncRead for ClientIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.last_status = 0;
+        }
+        read
     }
 }
 
@@ -198,11 +212,11 @@ mod tests {
     }
 
     #[test]
-    fn a_fix_is_taken_once() {
-        let fix = StatusLineFix::default();
-        assert_eq!(fix.take(), None);
-        fix.arm(http::StatusCode::SWITCHING_PROTOCOLS);
-        assert_eq!(fix.take(), Some(101));
-        assert_eq!(fix.take(), None);
+    fn head_status_reads_a_status_line_only() {
+        assert_eq!(head_status(b"HTTP/1.1 414 URI Too Long\r\n"), Some(414));
+        assert_eq!(head_status(b"HTTP/1.0 431 Request"), Some(431));
+        assert_eq!(head_status(b"HTTP/1.1 4x4 Nope\r\n"), None);
+        assert_eq!(head_status(b"hello HTTP/1.1 400 "), None);
+        assert_eq!(head_status(b"HTTP/1.1 400"), None);
     }
 }

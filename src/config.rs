@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::uri::Authority;
 
+/// A comma list of names (`--redact-query`), lower-cased.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NameList(pub Vec<String>);
 
@@ -17,7 +18,6 @@ pub enum Admin {
 }
 
 /// The checked configuration of the sidecar, built once and passed down.
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,

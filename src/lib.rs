@@ -25,16 +25,16 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod answer;
 pub mod body;
 pub mod capture;
 pub mod cli;
 pub mod client_io;
 pub mod config;
+pub mod conn;
 pub mod connect;
 pub mod demo;
 pub mod drain;
-pub mod error;
-pub mod exchange;
 pub mod flags;
 pub mod json;
 pub mod limits;
@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod record;
+pub mod recorder;
 pub mod report;
 pub mod server;
 pub mod sids;

@@ -1,4 +1,5 @@
-//! Handles one exchange: capture, forward, answer (or 502/504), upgrade handoff.
+//! One exchange, in named phases: open its record, refuse what is not forwarded, forward,
+//! answer from theia's response (or sockproxy's own 502/504), hand off an upgrade.
 //!
 //! Transparency: hyper's HTTP/1 `preserve_header_case` is on for the server connection
 //! and the upstream client, and the request and response travel with their extensions,
@@ -11,55 +12,40 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::body::{RequestBody, RequestProgress, ResponseBody};
-use crate::capture;
+use crate::answer::OwnAnswer;
+use crate::body::{RequestBody, ResponseBody};
 use crate::config::Config;
-use crate::drain::Drain;
-use crate::error::UpstreamFailure;
-use crate::exchange::{self, ConnInfo, Draft, Guard, Handoff, TunnelInfo};
-use crate::limits::SID_REGISTRY_CAPACITY;
-use crate::metrics::Metrics;
-use crate::record::{self, ClosedBy, Event, HttpRequest, Outcome, Record, Severity, TunnelClosed};
-use crate::sids::SidRegistry;
-use crate::sink::Sink;
-use crate::text;
-use crate::tunnel::{self, Side};
-use crate::upstream::Upstream;
+use crate::conn::{ConnInfo, Handoff};
+use crate::drain::Token;
+use crate::record::Outcome;
+use crate::recorder::{Recorder, Recording, RequestProgress, TunnelRecording};
+use crate::tunnel::{self, Side, Spliced};
+use crate::upstream::{Lease, Upstream};
 
-/// State shared by every exchange of one sockproxy process.
-pub struct Shared {
-    pub cfg: Arc<Config>,
-    pub sink: Sink,
-    pub sids: SidRegistry,
-    pub drain: Arc<Drain>,
-    pub metrics: Metrics,
-    pub started: Instant,
-    upstream: Arc<Upstream>,
-    next_id: AtomicU64,
-    id_prefix: String,
+/// The request handler of one sockproxy process: forwards to `--upstream`, records.
+pub struct Proxy {
+    cfg: Arc<Config>,
+    recorder: Arc<Recorder>,
+    upstream: Arc<Upstream<RequestBody>>,
+    /// `X-Pod-Name` added to every response (`--pod-header`).
     pod_header: Option<HeaderValue>,
 }
 
-impl Shared {
-    /// Builds the shared state and the pooled upstream client.
-    pub fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
-        let upstream = Upstream::new(cfg.upstream.clone(), cfg.connect_timeout);
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()).rotate_left(40);
+impl Proxy {
+    /// The handler, with its pooled upstream client.
+    pub fn new(cfg: Arc<Config>, recorder: Arc<Recorder>) -> Arc<Self> {
         let pod_header = cfg
             .pod_header
             .then(|| {
@@ -68,27 +54,21 @@ impl Shared {
                     .and_then(|p| HeaderValue::from_str(p).ok())
             })
             .flatten();
-        Arc::new(Shared {
-            sink,
-            sids: SidRegistry::new(SID_REGISTRY_CAPACITY),
-            drain: Arc::new(Drain::default()),
-            metrics: Metrics::default(),
-            started: Instant::now(),
-            upstream,
-            next_id: AtomicU64::new(1),
-            id_prefix: format!("{:06x}", seed & 0xff_ffff),
-            pod_header,
+        Arc::new(Proxy {
+            upstream: Upstream::new(cfg.upstream.clone(), cfg.connect_timeout),
             cfg,
+            recorder,
+            pod_header,
         })
     }
 
-    fn next_id(&self) -> String {
-        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.id_prefix)
+    /// Where this handler's records go.
+    pub fn recorder(&self) -> &Arc<Recorder> {
+        &self.recorder
     }
 
-    /// Handles one exchange on client connection `conn`. Never fails: upstream trouble
-    /// becomes sockproxy's own 502/504.
+    /// Handles one exchange on client connection `conn`. Never fails: what is not
+    /// forwarded, and upstream trouble, become sockproxy's own answers.
     pub async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
@@ -96,247 +76,168 @@ impl Shared {
     ) -> Result<Response<ResponseBody>, Infallible> {
         let start = Instant::now();
         conn.count_request();
-        let token = self.drain.request();
-        let id = self.next_id();
-        async move {
-            let client_upgrade = req.headers().contains_key(header::UPGRADE);
-            if client_upgrade {
-                self.metrics.upgrades_attempted.inc();
-            }
-            let (mut parts, body) = req.into_parts();
-            let version = parts.version;
-            let method = parts.method.clone();
-            let (sio, headers, trace) = exchange::capture_request(
-                &parts,
-                &self.cfg.capture_headers,
-                &self.cfg.sio_path,
-                self.cfg.gcp_project.as_deref(),
-            );
-            let recorded = self.cfg.log_all || sio.is_some() || client_upgrade;
-            let sid_issued_here = sio
-                .as_ref()
-                .and_then(|s| s.sid.as_deref())
-                .map(|sid| self.sids.contains(sid));
-            let progress = Arc::new(RequestProgress::default());
-            let mut guard = Guard::new(
-                Box::new(Draft {
-                    id,
-                    conn: conn.clone(),
-                    method: text::truncate(parts.method.to_string()),
-                    path: text::truncate(parts.uri.path().to_string()),
-                    query: parts.uri.query().map(|q| {
-                        text::truncate(
-                            capture::redact_query(q, &self.cfg.redact_query).into_owned(),
-                        )
-                    }),
-                    sio,
-                    headers,
-                    version: parts.version,
-                    trace,
-                    start,
-                    status: 0,
-                    resp_headers: Default::default(),
-                    upstream_error: None,
-                    upstream_unreachable: false,
-                    bytes_in: progress.clone(),
-                    bytes_out: 0,
-                    peek: None,
-                    sid_issued_here,
-                    recorded,
-                    error_kind: None,
-                }),
-                self.clone(),
-            );
-
-            if parts.method == Method::CONNECT {
-                return Ok(self.answer_own(
-                    guard,
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "CONNECT is not proxied",
-                    "connect_method",
-                    false,
-                ));
-            }
-            if chunked_more_than_once(&parts.headers) {
-                // RFC 9112 §7: chunked is applied at most once. hyper decodes it once;
-                // an upstream that decoded it twice would see other boundaries.
-                return Ok(self.answer_own(
-                    guard,
-                    StatusCode::BAD_REQUEST,
-                    "Transfer-Encoding applies chunked more than once",
-                    "bad_transfer_encoding",
-                    false,
-                ));
-            }
-            parts.uri = match origin_form(&parts.uri) {
-                Some(uri) => uri,
-                None => {
-                    return Ok(self.answer_own(
-                        guard,
-                        StatusCode::BAD_REQUEST,
-                        "request target cannot be forwarded",
-                        "bad_target",
-                        false,
-                    ));
-                }
-            };
-            let req = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
-
-            let (mut resp, lease) = match self.upstream.send(req).await {
-                Ok(sent) => sent,
-                Err(_) if progress.client_failed() => {
-                    // The client went away mid-body; nobody is left to answer.
-                    guard.finish(Outcome::ClientAborted);
-                    let mut resp = Response::new(ResponseBody::own(None));
-                    *resp.status_mut() = StatusCode::BAD_REQUEST;
-                    return Ok(resp);
-                }
-                Err(e) => {
-                    let failure = UpstreamFailure::classify(&e);
-                    tracing::debug!(error = %failure, "upstream failed");
-                    let unreachable = failure.is_unreachable();
-                    return Ok(self.answer_own(
-                        guard,
-                        failure.status(),
-                        &failure.to_string(),
-                        failure.kind(),
-                        unreachable,
-                    ));
-                }
-            };
-
-            let status = resp.status();
-            if client_upgrade {
-                if status == StatusCode::SWITCHING_PROTOCOLS {
-                    self.metrics.upgrades_succeeded.inc();
-                } else {
-                    self.metrics.upgrades_refused.inc();
-                }
-            }
-            if let Some(pod) = &self.pod_header {
-                resp.headers_mut()
-                    .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
-            }
-            {
-                let d = guard.draft();
-                d.status = status.as_u16();
-                d.resp_headers = capture::response(resp.headers(), &self.cfg.capture_headers);
-                let decodable = resp
-                    .headers()
-                    .get(header::CONTENT_ENCODING)
-                    .is_none_or(|v| v.as_bytes().eq_ignore_ascii_case(b"identity"));
-                let wants_body = status.as_u16() >= 400
-                    || (status == StatusCode::OK
-                        && d.sio.as_ref().is_some_and(|s| s.sid.is_none()));
-                if d.sio.is_some() && decodable && wants_body {
-                    d.peek = Some(Vec::new());
-                }
-            }
-
-            if status == StatusCode::SWITCHING_PROTOCOLS && !client_upgrade {
-                let failure = UpstreamFailure::UnexpectedSwitch;
-                return Ok(self.answer_own(
-                    guard,
-                    failure.status(),
-                    &failure.to_string(),
-                    failure.kind(),
-                    false,
-                ));
-            }
-            if version == Version::HTTP_10 && resp.version() != Version::HTTP_10 {
-                // hyper answers an HTTP/1.0 request as HTTP/1.0; theia did not.
-                conn.status_line.arm(status);
-            } else if close_delimited(&method, &resp) && resp.version() == Version::HTTP_11 {
-                // hyper writes a body of unknown length close-delimited only as HTTP/1.0
-                // (else it adds `transfer-encoding: chunked` and keeps the connection):
-                // as theia did, no length, the body, then the end of the connection.
-                *resp.version_mut() = Version::HTTP_10;
-                conn.status_line.arm(status);
-            }
-
-            if status == StatusCode::SWITCHING_PROTOCOLS {
-                // The client socket comes from the connection task once hyper has
-                // written the 101 (server.rs), whatever the request's version: hyper's
-                // own upgrade never happens for HTTP/1.0, which Node upgrades anyway.
-                let client = conn.expect_handoff();
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                drop(lease); // the connection now belongs to the tunnel
-                let info = guard.finish_upgrade();
-                self.spawn_tunnel(info, client, upstream_upgrade);
-                let (parts, _empty) = resp.into_parts();
-                return Ok(Response::from_parts(parts, ResponseBody::own(None)));
-            }
-
-            let (parts, body) = resp.into_parts();
-            Ok(Response::from_parts(
-                parts,
-                ResponseBody::proxied(body, Some(guard), token, lease),
-            ))
+        let token = self.recorder.drain.request();
+        let client_upgrade = req.headers().contains_key(header::UPGRADE);
+        if client_upgrade {
+            self.recorder.metrics.upgrades_attempted.inc();
         }
-        .await
+        let (mut parts, body) = req.into_parts();
+        let mut recording = self.recorder.open(&conn, &parts, start);
+        if let Err(refusal) = forwardable(&mut parts) {
+            return Ok(self.answer_own(recording, &refusal));
+        }
+        let asked = Asked {
+            version: parts.version,
+            method: parts.method.clone(),
+            upgrade: client_upgrade,
+        };
+        let progress = recording.progress();
+        let req = Request::from_parts(parts, RequestBody::new(body, progress.clone()));
+        let (resp, lease) = match self.forward(req, &progress).await {
+            Ok(answered) => answered,
+            Err(Some(failure)) => return Ok(self.answer_own(recording, &failure)),
+            Err(None) => {
+                // The client went away mid-body; nobody is left to answer.
+                recording.finish(Outcome::ClientAborted);
+                let mut resp = Response::new(ResponseBody::own(None));
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+                return Ok(resp);
+            }
+        };
+        Ok(self.respond(&conn, &asked, recording, resp, lease, token))
     }
 
-    /// sockproxy's own answer (502/504/405), with a record.
-    fn answer_own(
+    /// Sends the request to theia. `Err(None)` when the client failed first (its body
+    /// broke off), `Err(Some(_))` for the answer an upstream failure means.
+    async fn forward(
         &self,
-        mut guard: Guard,
-        status: StatusCode,
-        why: &str,
-        kind: &'static str,
-        unreachable: bool,
+        req: Request<RequestBody>,
+        progress: &RequestProgress,
+    ) -> Result<(Response<Incoming>, Lease<RequestBody>), Option<OwnAnswer>> {
+        match self.upstream.send(req).await {
+            Ok(answered) => Ok(answered),
+            Err(_) if progress.client_failed() => Err(None),
+            Err(e) => {
+                let failure = OwnAnswer::from_upstream(&e);
+                tracing::debug!(error = %failure, "upstream failed");
+                Err(Some(failure))
+            }
+        }
+    }
+
+    /// Answers the client with theia's response: records its head, keeps the status
+    /// line's version, hands an upgrade off, or streams the body (which finishes the
+    /// record).
+    fn respond(
+        &self,
+        conn: &ConnInfo,
+        asked: &Asked,
+        mut recording: Recording,
+        mut resp: Response<Incoming>,
+        lease: Lease<RequestBody>,
+        token: Token,
     ) -> Response<ResponseBody> {
-        let d = guard.draft();
-        d.status = status.as_u16();
-        d.upstream_error = Some(why.to_string());
-        d.error_kind = Some(kind);
-        d.upstream_unreachable = unreachable;
-        d.recorded = true;
+        let status = resp.status();
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if asked.upgrade {
+            let m = &self.recorder.metrics;
+            if switching {
+                m.upgrades_succeeded.inc();
+            } else {
+                m.upgrades_refused.inc();
+            }
+        }
+        self.add_pod_header(&mut resp);
+        recording.on_response(&resp);
+        if switching && !asked.upgrade {
+            return self.answer_own(recording, &OwnAnswer::UnexpectedSwitch);
+        }
+        if asked.version == Version::HTTP_10 && resp.version() != Version::HTTP_10 {
+            // hyper answers an HTTP/1.0 request as HTTP/1.0; theia did not.
+            conn.status_line.arm(status);
+        } else if close_delimited(&asked.method, &resp) && resp.version() == Version::HTTP_11 {
+            // hyper writes a body of unknown length close-delimited only as HTTP/1.0
+            // (else it adds `transfer-encoding: chunked` and keeps the connection):
+            // as theia did, no length, the body, then the end of the connection.
+            *resp.version_mut() = Version::HTTP_10;
+            conn.status_line.arm(status);
+        }
+        if switching {
+            return self.hand_off_upgrade(conn, recording, resp, lease);
+        }
+        let (parts, body) = resp.into_parts();
+        Response::from_parts(parts, ResponseBody::proxied(body, recording, token, lease))
+    }
+
+    /// theia switched protocols: the 101 goes out as it came, the `upgrade` record is
+    /// written, and a tunnel task waits for both sockets to splice them.
+    fn hand_off_upgrade(
+        &self,
+        conn: &ConnInfo,
+        recording: Recording,
+        mut resp: Response<Incoming>,
+        lease: Lease<RequestBody>,
+    ) -> Response<ResponseBody> {
+        // The client socket comes from the connection task once hyper has written the
+        // 101 (server.rs), whatever the request's version: hyper's own upgrade never
+        // happens for HTTP/1.0, which Node upgrades anyway.
+        let client = conn.expect_handoff();
+        let upstream = hyper::upgrade::on(&mut resp);
+        drop(lease); // the connection now belongs to the tunnel
+        self.spawn_tunnel(recording.upgraded(), client, upstream);
+        let (parts, _empty) = resp.into_parts();
+        Response::from_parts(parts, ResponseBody::own(None))
+    }
+
+    /// sockproxy's own answer (405, 400, 502, 504), with its record.
+    fn answer_own(&self, recording: Recording, answer: &OwnAnswer) -> Response<ResponseBody> {
+        let status = answer.status();
         let text = format!(
-            "{} {}: sockproxy: {why} (upstream {})\n",
+            "{} {}: sockproxy: {answer} (upstream {})\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self.cfg.upstream
         );
-        let mut resp = Response::new(ResponseBody::own(Some(Bytes::from(text.clone()))));
+        let len = text.len();
+        let mut resp = Response::new(ResponseBody::own(Some(Bytes::from(text))));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
+        let headers = resp.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        resp.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         if status == StatusCode::BAD_REQUEST {
             // A request sockproxy refused may have framing nobody should trust: end the
             // connection after the answer rather than read on.
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(pod) = &self.pod_header {
-            resp.headers_mut()
-                .insert(header::HeaderName::from_static("x-pod-name"), pod.clone());
-        }
-        d.resp_headers = capture::response(resp.headers(), &self.cfg.capture_headers);
-        d.bytes_out = text.len() as u64;
-        guard.finish(Outcome::UpstreamError);
+        self.add_pod_header(&mut resp);
+        recording.answered_own(answer, &resp, len);
         resp
     }
 
+    fn add_pod_header<B>(&self, resp: &mut Response<B>) {
+        if let Some(pod) = &self.pod_header {
+            resp.headers_mut()
+                .insert(HeaderName::from_static("x-pod-name"), pod.clone());
+        }
+    }
+
+    /// Runs the tunnel of an upgrade: waits for the client socket (after the 101) and
+    /// theia's, splices them, writes `tunnel_closed`. Counted open until then.
     fn spawn_tunnel(
-        self: &Arc<Self>,
-        info: TunnelInfo,
+        &self,
+        tunnel: TunnelRecording,
         client: oneshot::Receiver<Handoff>,
-        upstream: hyper::upgrade::OnUpgrade,
+        upstream: OnUpgrade,
     ) {
-        let token = self.drain.tunnel();
-        let opened = Instant::now();
-        let shared = self.clone();
-        let span = tracing::debug_span!("tunnel", id = %info.id);
+        let recorder = self.recorder.clone();
+        let token = recorder.drain.tunnel();
+        let idle = self.cfg.tunnel_idle_timeout;
+        let span = tracing::debug_span!("tunnel", id = %tunnel.id());
         tokio::spawn(
             async move {
-                let want_sid = info
-                    .sio
-                    .as_ref()
-                    .is_some_and(|s| s.is_websocket() && s.sid.is_none());
                 let client = async {
                     client
                         .await
@@ -345,67 +246,51 @@ impl Shared {
                 let upstream = async { upstream.await.map_err(|e| e.to_string()) };
                 let spliced = match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
-                        let sids = shared.clone();
+                        let sids = recorder.clone();
                         tunnel::splice(
                             Side::Tcp {
                                 stream: client.stream,
                                 early: client.early,
                             },
                             Side::Upgraded(upstream),
-                            shared.metrics.tunnel_byte_counters(),
-                            want_sid,
+                            recorder.metrics.tunnel_byte_counters(),
+                            tunnel.wants_sid(),
                             move |sid| sids.sids.insert(sid),
-                            shared.drain.closing(),
-                            shared.cfg.tunnel_idle_timeout,
+                            recorder.drain.closing(),
+                            idle,
                         )
                         .await
                     }
-                    Err::<_, String>(e) => tunnel::Spliced {
-                        client_to_upstream: 0,
-                        upstream_to_client: 0,
-                        closed_by: ClosedBy::Error,
-                        error: Some(format!("upgrade failed: {e}")),
-                        sid: None,
-                        ended: Instant::now(),
-                    },
+                    Err::<_, String>(e) => Spliced::failed(format!("upgrade failed: {e}")),
                 };
-                if spliced.closed_by == ClosedBy::Shutdown {
-                    shared.drain.count_closed_by_shutdown();
-                }
-                let lifetime = spliced.ended.saturating_duration_since(opened);
-                shared
-                    .metrics
-                    .tunnel_closed(spliced.closed_by.as_str(), lifetime.as_secs_f64());
-                shared.sink.emit(tunnel_record(info, spliced, opened));
+                tunnel.closed(spliced);
                 drop(token);
             }
             .instrument(span),
         );
     }
+}
 
-    /// Writes the record of a finished exchange, if it is one to record.
-    pub(crate) fn write_exchange(&self, draft: Draft, outcome: Outcome, upgrade: bool) {
-        let transport = match draft.sio.as_ref().map(|s| s.transport.as_deref()) {
-            None => "none",
-            Some(Some("polling")) => "polling",
-            Some(Some("websocket")) => "websocket",
-            Some(_) => "other",
-        };
-        self.metrics
-            .exchange(transport, draft.status, draft.start.elapsed().as_secs_f64());
-        if outcome == Outcome::UpstreamError {
-            self.metrics
-                .upstream_error(draft.error_kind.unwrap_or("upstream_body"));
-        }
-        if !draft.recorded {
-            return;
-        }
-        let rec = draft.into_record(outcome, upgrade, |sid| self.sids.insert(sid));
-        if let Event::Request(ex) | Event::Upgrade(ex) = &rec.event {
-            self.metrics.flags(&ex.flags);
-        }
-        self.sink.emit(rec);
+/// What the request asked for that the response phase needs.
+struct Asked {
+    version: Version,
+    method: Method,
+    /// The request carried `Upgrade`.
+    upgrade: bool,
+}
+
+/// Checks that the request can be forwarded, and puts its target in origin-form.
+fn forwardable(parts: &mut Parts) -> Result<(), OwnAnswer> {
+    if parts.method == Method::CONNECT {
+        return Err(OwnAnswer::ConnectMethod);
     }
+    if chunked_more_than_once(&parts.headers) {
+        // RFC 9112 §7: chunked is applied at most once. hyper decodes it once; an
+        // upstream that decoded it twice would see other boundaries.
+        return Err(OwnAnswer::ChunkedTwice);
+    }
+    parts.uri = origin_form(&parts.uri).ok_or(OwnAnswer::BadTarget)?;
+    Ok(())
 }
 
 /// The request target as the upstream gets it: origin-form (`/path?query`), which is
@@ -444,53 +329,4 @@ fn chunked_more_than_once(headers: &http::HeaderMap) -> bool {
         .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
         .count()
         > 1
-}
-
-fn tunnel_record(info: TunnelInfo, s: tunnel::Spliced, opened: Instant) -> Record {
-    let lifetime = s.ended.saturating_duration_since(opened);
-    let mut sio = info.sio;
-    if let (Some(sio), Some(sid)) = (sio.as_mut(), s.sid)
-        && sio.sid.is_none()
-    {
-        sio.sid = Some(sid);
-    }
-    let closed_by = s.closed_by.as_str();
-    Record {
-        severity: if s.closed_by == ClosedBy::Error {
-            Severity::Warning
-        } else {
-            Severity::Info
-        },
-        message: format!(
-            "tunnel {} closed by {closed_by} after {:.3}s ({} B client→upstream, {} B upstream→client)",
-            info.id,
-            lifetime.as_secs_f64(),
-            s.client_to_upstream,
-            s.upstream_to_client
-        ),
-        event: Event::TunnelClosed(Box::new(TunnelClosed {
-            id: info.id,
-            conn: info.conn.conn,
-            client: info.conn.client_text.clone(),
-            path: info.path,
-            sio,
-            duration_ms: record::millis(lifetime),
-            bytes_client_to_upstream: s.client_to_upstream,
-            bytes_upstream_to_client: s.upstream_to_client,
-            closed_by: s.closed_by,
-            error: s.error,
-            http_request: HttpRequest {
-                request_method: info.method,
-                request_url: info.request_url,
-                status: 101,
-                request_size: s.client_to_upstream,
-                response_size: s.upstream_to_client,
-                user_agent: info.user_agent,
-                remote_ip: info.remote_ip,
-                latency: lifetime,
-                protocol: "websocket",
-            },
-            trace: info.trace,
-        })),
-    }
 }

@@ -38,6 +38,20 @@ pub struct Spliced {
     pub ended: Instant,
 }
 
+impl Spliced {
+    /// A tunnel that never ran: one of its sockets did not arrive.
+    pub fn failed(error: String) -> Self {
+        Spliced {
+            client_to_upstream: 0,
+            upstream_to_client: 0,
+            closed_by: ClosedBy::Error,
+            error: Some(error),
+            sid: None,
+            ended: Instant::now(),
+        }
+    }
+}
+
 /// Splices `client` and `upstream` until both are done, one fails, `shutdown` resolves,
 /// or (with `idle`) no byte moved either way for that long (`closed_by: idle_timeout`).
 ///

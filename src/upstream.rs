@@ -35,7 +35,6 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::body::RequestBody;
 use crate::limits::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
 
 /// Most idle connections kept (beyond it, the least recently used is closed).
@@ -44,7 +43,7 @@ const MAX_IDLE: usize = 1024;
 /// Drops closed and expired connections from the old end (closing them), so an idle
 /// pool does not keep upstream sockets open past [`UPSTREAM_POOL_IDLE`] once traffic
 /// comes again.
-fn prune(idle: &mut VecDeque<Idle>, now: Instant) {
+fn prune<B>(idle: &mut VecDeque<Idle<B>>, now: Instant) {
     while idle
         .front()
         .is_some_and(|e| e.tx.is_closed() || now.duration_since(e.since) >= UPSTREAM_POOL_IDLE)
@@ -62,17 +61,17 @@ pub enum Failure {
     Exchange(hyper::Error),
 }
 
-/// The pool of connections to the one upstream.
-pub struct Upstream {
+/// The pool of connections to the one upstream, sending request bodies of type `B`.
+pub struct Upstream<B> {
     authority: Authority,
     connect_timeout: Duration,
     /// Oldest first: checkouts take from the back (most recently used), expired
     /// connections are dropped from the front.
-    idle: Mutex<VecDeque<Idle>>,
+    idle: Mutex<VecDeque<Idle<B>>>,
 }
 
-struct Idle {
-    tx: SendRequest<RequestBody>,
+struct Idle<B> {
+    tx: SendRequest<B>,
     socket: Probe,
     since: Instant,
 }
@@ -80,13 +79,13 @@ struct Idle {
 /// A connection lent to one exchange. [`Lease::release`] puts it back once the
 /// response has ended; dropped instead (the client left mid-body), the connection is
 /// closed by hyper, as its response was not read to the end.
-pub struct Lease {
-    tx: SendRequest<RequestBody>,
+pub struct Lease<B> {
+    tx: SendRequest<B>,
     socket: Probe,
-    pool: Arc<Upstream>,
+    pool: Arc<Upstream<B>>,
 }
 
-impl Lease {
+impl<B> Lease<B> {
     /// The response ended: the connection may carry the next request.
     pub fn release(self) {
         if self.tx.is_closed() {
@@ -106,7 +105,19 @@ impl Lease {
     }
 }
 
-impl Upstream {
+impl<B> Upstream<B> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle<B>>> {
+        // Nothing panics while holding the lock; a poisoned pool is still a valid pool.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<B> Upstream<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     pub fn new(authority: Authority, connect_timeout: Duration) -> Arc<Self> {
         Arc::new(Upstream {
             authority,
@@ -115,18 +126,13 @@ impl Upstream {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
-        // Nothing panics while holding the lock; a poisoned pool is still a valid pool.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Sends `req` (origin-form target) on a pooled or new connection. The lease
     /// comes back with the response; for a `101` the connection belongs to the
     /// upgrade and the lease is simply dropped.
     pub async fn send(
         self: &Arc<Self>,
-        mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        mut req: Request<B>,
+    ) -> Result<(Response<Incoming>, Lease<B>), Failure> {
         loop {
             let ((mut tx, socket), reused) = match self.checkout() {
                 Some(conn) => (conn, true),
@@ -154,7 +160,7 @@ impl Upstream {
     /// The most recently used idle connection that can take a request now and that
     /// the upstream has not closed. Closed and expired ones are dropped on the way
     /// (closing them).
-    fn checkout(&self) -> Option<(SendRequest<RequestBody>, Probe)> {
+    fn checkout(&self) -> Option<(SendRequest<B>, Probe)> {
         loop {
             let entry = self.ready_entry()?;
             // Outside the pool's lock: one system call.
@@ -165,7 +171,7 @@ impl Upstream {
     }
 
     /// Takes the most recently used idle connection that hyper considers ready.
-    fn ready_entry(&self) -> Option<Idle> {
+    fn ready_entry(&self) -> Option<Idle<B>> {
         let mut idle = self.lock();
         let now = Instant::now();
         prune(&mut idle, now);
@@ -187,7 +193,7 @@ impl Upstream {
         found
     }
 
-    async fn connect(&self) -> Result<(SendRequest<RequestBody>, Probe), Failure> {
+    async fn connect(&self) -> Result<(SendRequest<B>, Probe), Failure> {
         let stream = crate::connect::tcp(&self.authority, self.connect_timeout)
             .await
             .map_err(Failure::Connect)?;

@@ -1,0 +1,174 @@
+//! A client connection: who it is, its place under `--max-connections`, and what its
+//! exchanges tell the connection task (a status line to re-version, a socket to hand
+//! to a tunnel after a 101).
+//!
+//! Lifetime: the accept loop takes a [`Slot`] and makes one [`ConnInfo`] per accepted
+//! connection; every exchange on it shares the `Arc`, and a tunnel the connection
+//! became keeps it until the tunnel's record is written. The slot is freed when the
+//! last of those lets go.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+/// The client side of a connection as records name it.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The connection's number in this process (`conn`), from 1.
+    pub conn: u64,
+    /// `ip:port` of the peer (nginx), as text (`client`).
+    pub client: String,
+    /// The peer's IP as text: `httpRequest.remoteIp` without `X-Forwarded-For`.
+    pub client_ip: String,
+}
+
+impl Peer {
+    /// Connection `conn` from `client`, its texts made once for every record.
+    pub fn new(conn: u64, client: SocketAddr) -> Self {
+        Peer {
+            conn,
+            client: client.to_string(),
+            client_ip: client.ip().to_string(),
+        }
+    }
+}
+
+/// One client connection, shared by its exchanges and any tunnel it became; holds its
+/// `--max-connections` slot until all of them are gone.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: Peer,
+    pub addr: SocketAddr,
+    requests: AtomicU64,
+    /// Armed by an exchange whose response hyper would write with another version.
+    pub status_line: StatusLineFix,
+    /// Set by an exchange that answered 101: where the connection's socket goes once
+    /// hyper has written the 101.
+    handoff: Mutex<Option<oneshot::Sender<Handoff>>>,
+    _slot: Slot,
+}
+
+/// A client socket handed over to a tunnel after the 101, with the bytes hyper had
+/// already read past the request head.
+#[derive(Debug)]
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub early: Bytes,
+}
+
+impl ConnInfo {
+    pub fn new(conn: u64, addr: SocketAddr, slot: Slot) -> Self {
+        ConnInfo {
+            peer: Peer::new(conn, addr),
+            addr,
+            requests: AtomicU64::new(0),
+            status_line: StatusLineFix::default(),
+            handoff: Mutex::new(None),
+            _slot: slot,
+        }
+    }
+
+    /// Called by the exchange that is about to answer 101: the connection's socket
+    /// arrives on the receiver once hyper has written the answer, or the receiver
+    /// fails if the connection ends first.
+    pub fn expect_handoff(&self) -> oneshot::Receiver<Handoff> {
+        let (tx, rx) = oneshot::channel();
+        *self.lock_handoff() = Some(tx);
+        rx
+    }
+
+    /// Gives the socket to the tunnel waiting for it; without one, gives it back.
+    pub fn hand_off(&self, handoff: Handoff) -> Option<Handoff> {
+        match self.lock_handoff().take() {
+            Some(tx) => tx.send(handoff).err(),
+            None => Some(handoff),
+        }
+    }
+
+    /// The connection ended without a handoff: a waiting tunnel learns it now.
+    pub fn cancel_handoff(&self) {
+        self.lock_handoff().take();
+    }
+
+    fn lock_handoff(&self) -> std::sync::MutexGuard<'_, Option<oneshot::Sender<Handoff>>> {
+        // Nothing panics while holding the lock; a poisoned slot is still a valid slot.
+        self.handoff.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a request head received on this connection.
+    pub fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Request heads received on this connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// A client connection's place under `--max-connections`, held until the connection
+/// and any tunnel it became are gone; counted in `sockproxy_connections_open`.
+#[derive(Debug)]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Slot {
+    /// Takes the place `permit` gives, counting it in `open`.
+    pub fn new(permit: OwnedSemaphorePermit, open: &Gauge) -> Self {
+        open.inc();
+        Slot {
+            _permit: permit,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// A request, from the exchange to the client socket ([`crate::client_io`]), to write
+/// the status line of the next response (the one with this status) as `HTTP/1.1`.
+#[derive(Debug, Default)]
+pub struct StatusLineFix {
+    /// The status of the response to fix; 0 when none is armed.
+    status: AtomicU16,
+}
+
+impl StatusLineFix {
+    /// The next response head, if it has `status`, goes out as `HTTP/1.1`.
+    pub fn arm(&self, status: http::StatusCode) {
+        self.status.store(status.as_u16(), Ordering::Relaxed);
+    }
+
+    /// The armed status, disarming it.
+    pub(crate) fn take(&self) -> Option<u16> {
+        if self.status.load(Ordering::Relaxed) == 0 {
+            return None; // the path of every write: one load
+        }
+        Some(self.status.swap(0, Ordering::Relaxed)).filter(|s| *s != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fix_is_taken_once() {
+        let fix = StatusLineFix::default();
+        assert_eq!(fix.take(), None);
+        fix.arm(http::StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(fix.take(), Some(101));
+        assert_eq!(fix.take(), None);
+    }
+}
