@@ -2,7 +2,7 @@
 //! into [`Config`] for `run`, or into the arguments of `demo`, `report` and `probe`.
 //!
 //! This is the only module that reads the process environment (clap reads the
-//! `SOCKPROXY_*` variables, [`Config::from_run_args`] reads `POD_NAME` / `POD_IP`).
+//! `SOCKPROXY_*` variables, [`RunArgs::into_config`] reads `POD_NAME` / `POD_IP`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -112,48 +112,39 @@ pub struct RunArgs {
     pub redact_query: NameList,
 }
 
-/// [`Config`] is built here, where its defaults are (clap's).
-impl Config {
-    /// Builds the config from parsed flags plus the downward-API variables.
-    pub fn from_run_args(args: RunArgs) -> Self {
+impl RunArgs {
+    /// The checked config of these flags plus the downward-API variables `POD_NAME`
+    /// and `POD_IP`.
+    pub fn into_config(self) -> Config {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self::from_parts(args, env("POD_NAME"), env("POD_IP"))
+        self.with_pod(env("POD_NAME"), env("POD_IP"))
     }
 
-    /// Builds the config from parsed flags and explicit pod identity (for tests and the demo).
-    pub fn from_parts(args: RunArgs, pod: Option<String>, pod_ip: Option<String>) -> Self {
+    /// The checked config of these flags and an explicit pod identity (for tests and
+    /// the demo).
+    pub fn with_pod(self, pod: Option<String>, pod_ip: Option<String>) -> Config {
         Config {
-            listen: args.listen,
-            upstream: args.upstream,
-            admin: args.admin,
-            drain_timeout: args.drain_timeout,
-            log_all: args.log_all,
-            sio_path: args.sio_path,
-            capture_headers: args.capture_headers,
-            pod_header: args.pod_header,
-            workers: args.workers.map(usize::from),
-            gcp_project: args.gcp_project,
-            header_timeout: nonzero(args.header_timeout),
-            max_header_bytes: args.max_header_bytes as usize,
-            max_headers: args.max_headers as usize,
-            connect_timeout: args.connect_timeout,
-            max_connections: args.max_connections as usize,
-            tunnel_idle_timeout: nonzero(args.tunnel_idle_timeout),
-            redact_query: args.redact_query.0,
+            listen: self.listen,
+            upstream: self.upstream,
+            admin: self.admin,
+            drain_timeout: self.drain_timeout,
+            log_all: self.log_all,
+            sio_path: self.sio_path,
+            capture_headers: self.capture_headers,
+            pod_header: self.pod_header,
+            workers: self.workers.map(usize::from),
+            gcp_project: self.gcp_project,
+            header_timeout: nonzero(self.header_timeout),
+            max_header_bytes: self.max_header_bytes as usize,
+            max_headers: self.max_headers as usize,
+            connect_timeout: self.connect_timeout,
+            max_connections: self.max_connections as usize,
+            tunnel_idle_timeout: nonzero(self.tunnel_idle_timeout),
+            redact_query: self.redact_query.0,
             pod,
             pod_ip,
         }
     }
-
-    /// A config for in-process use: the given upstream, every other setting at its default.
-    pub fn for_upstream(upstream: SocketAddr) -> Self {
-        let args = RunArgs::try_parse_from(["sockproxy", "--upstream", &upstream.to_string()])
-            .expect("the default flags and a socket address always parse");
-        Self::from_parts(args, None, None)
-    }
-}
-
-impl RunArgs {
     /// Parses `run` flags from an explicit argument list (argv[0] first).
     ///
     /// # Errors
@@ -254,6 +245,14 @@ fn parse_project(s: &str) -> Result<String, String> {
     }
 }
 
+/// A config for in-process use (tests, the demo): the given upstream, every other
+/// setting at its default.
+pub fn config_for_upstream(upstream: SocketAddr) -> Config {
+    let args = RunArgs::try_parse_from(["sockproxy", "--upstream", &upstream.to_string()])
+        .expect("the default flags and a socket address always parse");
+    args.with_pod(None, None)
+}
+
 /// The environment variable behind a `run` flag (`--listen` → `SOCKPROXY_LISTEN`), as
 /// clap knows it, for error messages that name both.
 pub fn env_of_flag(flag: &str) -> Option<String> {
@@ -290,7 +289,7 @@ mod tests {
         assert!(a.capture_headers.is_empty());
         assert!(!a.pod_header);
         assert_eq!(a.workers, None);
-        let c = Config::from_parts(a, None, None);
+        let c = a.with_pod(None, None);
         assert_eq!(c.header_timeout, Some(Duration::from_secs(75)));
         assert_eq!((c.max_header_bytes, c.max_headers), (65536, 2000));
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
@@ -301,7 +300,7 @@ mod tests {
 
     #[test]
     fn limits_and_redaction_lists() {
-        let c = Config::from_parts(
+        let c = RunArgs::with_pod(
             parse(&[
                 "--header-timeout",
                 "0",

@@ -26,7 +26,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::config::Config;
 use crate::sink::Sink;
 
 type DemoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -61,7 +60,7 @@ async fn run() -> Result<(), Error> {
 
     let proxy = TcpListener::bind("127.0.0.1:0").await?;
     let proxy_addr = proxy.local_addr()?;
-    let mut cfg = Config::for_upstream(upstream_addr);
+    let mut cfg = crate::cli::config_for_upstream(upstream_addr);
     cfg.pod = Some("demo-pod".into());
     let (sink, mut lines) = Sink::memory(cfg.pod.clone(), None);
     let (stop, signals) = tokio::sync::mpsc::channel(1);

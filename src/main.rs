@@ -27,8 +27,8 @@ fn main() -> ExitCode {
         Some(Command::Demo) => sockproxy::demo::main(),
         Some(Command::Report(args)) => sockproxy::report::main(args),
         Some(Command::Probe(args)) => sockproxy::probe::main(args),
-        Some(Command::Run(args)) => run(Config::from_run_args(args)),
-        None => run(Config::from_run_args(cli.run)),
+        Some(Command::Run(args)) => run(args.into_config()),
+        None => run(cli.run.into_config()),
     }
 }
 

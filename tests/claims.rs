@@ -29,7 +29,7 @@ fn config_from_flags(upstream: SocketAddr, flags: &[&str]) -> Config {
         .into_iter()
         .chain(flags.iter().copied());
     let parsed = RunArgs::try_parse_from(args).unwrap();
-    Config::from_parts(parsed, Some("pod-test".into()), Some("10.0.0.7".into()))
+    parsed.with_pod(Some("pod-test".into()), Some("10.0.0.7".into()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -331,7 +331,7 @@ async fn paused_times(admin: SocketAddr, n: f64) {
 async fn one_limit_record_per_minute() {
     use tokio::sync::mpsc::error::TryRecvError;
     let start = tokio::time::Instant::now();
-    let mut cfg = Config::for_upstream(closed_port().await);
+    let mut cfg = sockproxy::cli::config_for_upstream(closed_port().await);
     cfg.max_connections = 1;
     cfg.header_timeout = None; // no timer anywhere in the proxy
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -261,7 +261,7 @@ async fn every_event_has_the_contract_fields() {
 #[tokio::test]
 async fn listening_names_the_real_addresses() {
     let engine = engine_upstream().await;
-    let mut cfg = sockproxy::config::Config::for_upstream(engine);
+    let mut cfg = sockproxy::cli::config_for_upstream(engine);
     cfg.pod = Some("pod-test".into());
     cfg.pod_ip = Some("10.0.0.7".into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

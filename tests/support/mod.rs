@@ -59,7 +59,7 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy in front of `upstream`; `tune` adjusts the config.
     pub async fn start(upstream: SocketAddr, tune: impl FnOnce(&mut Config)) -> Proxy {
-        let mut cfg = Config::for_upstream(upstream);
+        let mut cfg = sockproxy::cli::config_for_upstream(upstream);
         cfg.pod = Some("pod-test".into());
         cfg.pod_ip = Some("10.0.0.7".into());
         tune(&mut cfg);
