@@ -79,9 +79,8 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let with_trace = j.entries().len() as u64 - p.count(Kind::NoTrace);
     let mut head = format!(
-        "{} read; {} with a trace id, {} without (not joined, never guessed)",
+        "{} read; {} had no trace id (not joined, never guessed)",
         count(j.entries_read),
-        count(with_trace),
         of(p.count(Kind::NoTrace), j.entries().len() as u64)
     );
     if j.duplicates > 0 {
@@ -142,13 +141,7 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
     if p.changes.compared > 0 {
         out.push(("on the way", changes_line(&p)));
     }
-    for (i, r) in p
-        .rows
-        .iter()
-        .filter(|r| r.kind != Kind::Matched || r.entry.websocket())
-        .take(SHOWN_ROWS)
-        .enumerate()
-    {
+    for (i, r) in p.rows.iter().take(SHOWN_ROWS).enumerate() {
         let when = r
             .entry
             .time
@@ -176,7 +169,10 @@ fn unmatched_lines(out: &mut Vec<(&'static str, String)>, p: &Picture<'_>, with_
     out.push((
         "never reached",
         if never == 0 {
-            format!("0 of {} entries with a trace: every request the load balancer answered itself reached no pod, and there were none", count(with_trace))
+            format!(
+                "0 of {} entries with a trace: the load balancer answered none itself",
+                count(with_trace)
+            )
         } else {
             format!(
                 "{} entries with a trace never reached a pod's sidecar; the load balancer answered them itself: {}",

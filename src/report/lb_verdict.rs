@@ -21,7 +21,7 @@ const ABOVE_REL: f64 = 0.02;
 const ABOVE_MIN_MS: f64 = 100.0;
 
 pub const H3_RULE: &str = "from the load balancer: confirmed when it answered at least 3 requests with failed_to_pick_backend (no healthy backend) within 30 s of theia answering on a pod (so the pods were up and the health check called them unhealthy); with no pod answering around them they point at pods being down (H5), not at the check";
-pub const H6_RULE: &str = "from the load balancer: confirmed when it ended at least 3 websockets or requests with backend_timeout and at most half as many others outlived the longest of them; isolated when it ended fewer, or more outlived them";
+pub const H6_RULE: &str = "from the load balancer: confirmed when it ended at least 3 websockets or requests with backend_timeout and at most half as many others on the same backend services outlived the longest of them (+2 %, at least 0.1 s); isolated when it ended fewer, or more outlived them";
 
 /// Amends `findings` (H1..H6 in order) with the load balancer's evidence, if any was read.
 pub fn amend(findings: &mut [Finding], a: &Analyzer) {
@@ -65,7 +65,7 @@ fn raise(f: &mut Finding, to: Verdict, summary: String, rule: &'static str) {
         f.verdict = to;
         f.rule = rule;
     } else {
-        f.details.insert(0, format!("the load balancer: {summary}"));
+        f.details.insert(0, summary);
     }
 }
 
@@ -205,11 +205,23 @@ fn cuts(j: &LbJoin) -> Cuts {
             c.side_hi_ms = c.side_hi_ms.max(ms);
         }
     }
+    // A timeout belongs to one backend service: lifetimes on others say nothing about it.
+    let mut services: Vec<Option<&str>> = Vec::new();
+    for e in j
+        .entries()
+        .iter()
+        .filter(|e| e.family == Family::BackendTimeout)
+    {
+        if !services.contains(&e.backend_service.as_deref()) {
+            services.push(e.backend_service.as_deref());
+        }
+    }
     let limit = c.hi_ms + (c.hi_ms * ABOVE_REL).max(ABOVE_MIN_MS);
     c.outlived = j
         .entries()
         .iter()
         .filter(|e| e.family != Family::BackendTimeout)
+        .filter(|e| services.contains(&e.backend_service.as_deref()))
         .filter(|e| e.latency_ms.is_some_and(|ms| ms > limit))
         .count() as u64;
     c
@@ -229,7 +241,7 @@ fn h6(f: &mut Finding, j: &LbJoin) {
         String::new()
     };
     let mut summary = format!(
-        "the load balancer ended {} ({} websockets) with backend_timeout{range}; {} lasted longer",
+        "the load balancer ended {} ({} websockets) with backend_timeout{range}; {} lasted longer on the same backend service",
         plural(c.n, "connection", "connections"),
         count(c.websockets),
         count(c.outlived)
