@@ -220,8 +220,11 @@ pub enum Kind {
     StatusDiffers,
     /// No sidecar record, and the load balancer says no backend was involved.
     NeverReached,
-    /// No sidecar record; the client left (before any answer, or the value does not say).
+    /// No sidecar record; the client left.
     ClientLeftUnseen,
+    /// No sidecar record, and the entry does not say why (no or an unknown
+    /// `statusDetails`).
+    Unexplained,
     /// No sidecar record, but the load balancer says a backend answered: a pod or path
     /// not in sockproxy's records (another pod, no `--log-all`, sampling).
     BackendAnsweredUnseen,
@@ -237,6 +240,7 @@ impl Kind {
             Kind::StatusDiffers => "status_differs",
             Kind::NeverReached => "never_reached_a_pod",
             Kind::ClientLeftUnseen => "client_left_unseen",
+            Kind::Unexplained => "unexplained",
             Kind::BackendAnsweredUnseen => "backend_answered_unseen",
             Kind::OutsideRecords => "outside_records",
         }
@@ -267,7 +271,8 @@ pub fn kind_of(e: &Entry, side: Option<&Side>, a: &Analyzer) -> Kind {
     }
     match (e.family.reach(), e.family) {
         (Reach::No, _) => Kind::NeverReached,
-        (_, Family::ClientLeft | Family::Missing | Family::Unknown) => Kind::ClientLeftUnseen,
+        (_, Family::ClientLeft) => Kind::ClientLeftUnseen,
+        (_, Family::Missing | Family::Unknown) => Kind::Unexplained,
         _ => Kind::BackendAnsweredUnseen,
     }
 }
@@ -319,9 +324,10 @@ pub struct Changes {
 /// The joined picture.
 #[derive(Clone, Debug, Default)]
 pub struct Picture<'a> {
-    pub kinds: [u64; 7],
+    pub kinds: [u64; 8],
     pub never_reached: ByDetails,
     pub client_left_unseen: ByDetails,
+    pub unexplained: ByDetails,
     pub backend_answered_unseen: ByDetails,
     /// (sockproxy's status, browser's status, statusDetails, count).
     pub status_differs: Vec<(u16, u16, String, u64)>,
@@ -333,12 +339,13 @@ pub struct Picture<'a> {
     pub rows_total: u64,
 }
 
-const KINDS: [Kind; 7] = [
+pub const KINDS: [Kind; 8] = [
     Kind::NoTrace,
     Kind::Matched,
     Kind::StatusDiffers,
     Kind::NeverReached,
     Kind::ClientLeftUnseen,
+    Kind::Unexplained,
     Kind::BackendAnsweredUnseen,
     Kind::OutsideRecords,
 ];
@@ -375,6 +382,7 @@ pub fn join<'a>(j: &'a LbJoin, a: &Analyzer) -> Picture<'a> {
         match kind {
             Kind::NeverReached => bump(&mut p.never_reached, e),
             Kind::ClientLeftUnseen => bump(&mut p.client_left_unseen, e),
+            Kind::Unexplained => bump(&mut p.unexplained, e),
             Kind::BackendAnsweredUnseen => bump(&mut p.backend_answered_unseen, e),
             Kind::StatusDiffers => differs(&mut p, e, side),
             _ => {}
@@ -397,12 +405,13 @@ pub fn join<'a>(j: &'a LbJoin, a: &Analyzer) -> Picture<'a> {
     for list in [
         &mut p.never_reached,
         &mut p.client_left_unseen,
+        &mut p.unexplained,
         &mut p.backend_answered_unseen,
     ] {
         list.sort_by(|x, y| y.2.cmp(&x.2).then_with(|| x.0.cmp(&y.0)));
     }
-    p.status_differs.sort_by(|x, y| y.3.cmp(&x.3));
-    p.changes.paths.sort_by(|x, y| y.2.cmp(&x.2));
+    p.status_differs.sort_by_key(|x| std::cmp::Reverse(x.3));
+    p.changes.paths.sort_by_key(|x| std::cmp::Reverse(x.2));
     rows.sort_by_key(|r| r.entry.time.unwrap_or(i64::MAX));
     rows.truncate(MAX_ROWS);
     p.rows = rows;
@@ -428,7 +437,7 @@ fn websocket(w: &mut Websockets, e: &Entry, side: Option<&Side>) {
         Some(x) => x.1 += 1,
         None => w.by_family.push((e.family, 1)),
     }
-    w.by_family.sort_by(|x, y| y.1.cmp(&x.1));
+    w.by_family.sort_by_key(|x| std::cmp::Reverse(x.1));
     let widen = |r: &mut Option<(f64, f64)>, v: f64| {
         *r = Some(r.map_or((v, v), |(lo, hi)| (lo.min(v), hi.max(v))));
     };

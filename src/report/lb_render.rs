@@ -84,12 +84,15 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
         of(p.count(Kind::NoTrace), j.entries().len() as u64)
     );
     if j.duplicates > 0 {
-        head.push_str(&format!("; {} duplicates dropped", count(j.duplicates)));
+        head.push_str(&format!(
+            "; {} dropped (same insertId and timestamp)",
+            super::verdict::plural(j.duplicates, "duplicate", "duplicates")
+        ));
     }
     if j.other_load_balancers > 0 {
         head.push_str(&format!(
-            "; {} of other load balancers set aside",
-            count(j.other_load_balancers)
+            "; {} of other load balancers (regional, network) set aside",
+            super::verdict::plural(j.other_load_balancers, "entry", "entries")
         ));
     }
     if j.entries_not_kept > 0 {
@@ -145,7 +148,7 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
         let when = r
             .entry
             .time
-            .map_or("(no time)".to_string(), |t| super::verdict::clock(t));
+            .map_or("(no time)".to_string(), super::verdict::clock);
         out.push((
             if i == 0 { "requests" } else { "" },
             format!("{when} {}", row_text(a, r)),
@@ -185,9 +188,19 @@ fn unmatched_lines(out: &mut Vec<(&'static str, String)>, p: &Picture<'_>, with_
         out.push((
             "client left",
             format!(
-                "{} reached no sidecar and the client left (or the entry does not say why): {}",
+                "{} reached no sidecar and the client left: {}",
                 count(p.count(Kind::ClientLeftUnseen)),
                 by_details(&p.client_left_unseen)
+            ),
+        ));
+    }
+    if p.count(Kind::Unexplained) > 0 {
+        out.push((
+            "unexplained",
+            format!(
+                "{} reached no sidecar and the entry does not say why (no or an unknown statusDetails): {}",
+                count(p.count(Kind::Unexplained)),
+                by_details(&p.unexplained)
             ),
         ));
     }
@@ -222,7 +235,7 @@ fn websocket_line(p: &Picture<'_>) -> String {
             if *f == Family::BackendTimeout
                 && let Some((lo, hi)) = w.timeout_ms
             {
-                s.push_str(&format!(" after {}–{}", secs(lo), secs(hi)));
+                s.push_str(&format!(" after {}", super::lb_verdict::between(lo, hi)));
             }
             s
         })
@@ -359,18 +372,10 @@ fn details_json(list: &ByDetails) -> Value {
 pub fn json(a: &Analyzer) -> Value {
     let j = &a.lb;
     let p = join(j, a);
-    let kinds: serde_json::Map<String, Value> = [
-        Kind::NoTrace,
-        Kind::Matched,
-        Kind::StatusDiffers,
-        Kind::NeverReached,
-        Kind::ClientLeftUnseen,
-        Kind::BackendAnsweredUnseen,
-        Kind::OutsideRecords,
-    ]
-    .iter()
-    .map(|k| (k.key().to_string(), json!(p.count(*k))))
-    .collect();
+    let kinds: serde_json::Map<String, Value> = super::lb_join::KINDS
+        .iter()
+        .map(|k| (k.key().to_string(), json!(p.count(*k))))
+        .collect();
     let w = &p.websockets;
     let c = &p.changes;
     json!({
@@ -384,6 +389,7 @@ pub fn json(a: &Analyzer) -> Value {
         "join": kinds,
         "never_reached_a_pod": details_json(&p.never_reached),
         "client_left_unseen": details_json(&p.client_left_unseen),
+        "unexplained": details_json(&p.unexplained),
         "backend_answered_unseen": details_json(&p.backend_answered_unseen),
         "status_differs": p.status_differs.iter().map(|(o, b, d, n)| json!({"sockproxy_status": o, "browser_status": b, "status_details": d, "count": n})).collect::<Vec<_>>(),
         "websockets": {

@@ -7,7 +7,7 @@ use super::analyze::{Analyzer, Example, PodId, secs};
 use super::lb::{Entry, Family, TraceId};
 use super::lb_join::{LbJoin, Side};
 use super::parse::{ClosedBy, Flags};
-use super::verdict::{Finding, Verdict, count, of, plural};
+use super::verdict::{Finding, Verdict, count, earliest, of, plural};
 
 /// Requests the load balancer answered for lack of a healthy backend, needed (while theia
 /// answered on some pod) to confirm H3.
@@ -128,7 +128,7 @@ fn h3(f: &mut Finding, j: &LbJoin, a: &Analyzer) {
                 }
             }
         }
-        if ex.len() < 3 {
+        {
             let text = format!(
                 "load balancer: {} {} → {} failed_to_pick_backend; no pod's sidecar saw it",
                 e.method.as_deref().unwrap_or("?"),
@@ -136,6 +136,7 @@ fn h3(f: &mut Finding, j: &LbJoin, a: &Analyzer) {
                 e.status
             );
             ex.push(lb_example(e, None, text));
+            ex = earliest(3, ex);
         }
     }
     if n == 0 {
@@ -152,8 +153,8 @@ fn h3(f: &mut Finding, j: &LbJoin, a: &Analyzer) {
             names.join(", ")
         );
         raise(f, Verdict::Confirmed, summary, H3_RULE);
-        f.examples.extend(ex);
-        f.examples.truncate(super::verdict::MAX_SHOWN);
+        ex.append(&mut f.examples);
+        f.examples = earliest(super::verdict::MAX_SHOWN, ex);
     } else {
         f.details.push(format!(
             "the load balancer answered {} itself for lack of a healthy backend (failed_to_pick_backend); {} within 30 s of any pod answering: too few to blame the check (pods down point at H5)",
@@ -236,23 +237,22 @@ fn h6(f: &mut Finding, j: &LbJoin) {
     f.counts.push(("lb_websockets_cut", c.websockets));
     f.counts.push(("lb_outlived_timeout", c.outlived));
     let range = if c.lo_ms.is_finite() {
-        format!(" after {}–{}", secs(c.lo_ms), secs(c.hi_ms))
+        format!(" after {}", between(c.lo_ms, c.hi_ms))
     } else {
         String::new()
     };
     let mut summary = format!(
-        "the load balancer ended {} ({} websockets) with backend_timeout{range}; {} lasted longer on the same backend service",
+        "the load balancer ended {} ({} of them websockets) with backend_timeout{range}; {} lasted longer on the same backend service",
         plural(c.n, "connection", "connections"),
         count(c.websockets),
         count(c.outlived)
     );
     if c.joined > 0 {
         summary.push_str(&format!(
-            "; sockproxy saw {} of those tunnels end, {} closed by the client side, after {}–{}",
+            "; sockproxy saw {} of those tunnels end, {} closed by the client side, after {}",
             count(c.joined),
             count(c.by_client),
-            secs(c.side_lo_ms),
-            secs(c.side_hi_ms)
+            between(c.side_lo_ms, c.side_hi_ms)
         ));
     }
     let verdict = if c.n >= MIN_CUTS && c.outlived * 2 <= c.n {
@@ -285,4 +285,10 @@ fn h6(f: &mut Finding, j: &LbJoin) {
     ex.append(&mut f.examples);
     ex.truncate(super::verdict::MAX_SHOWN);
     f.examples = ex;
+}
+
+/// `3.001 s–3.004 s`, or one value when both round alike.
+pub fn between(lo: f64, hi: f64) -> String {
+    let (a, b) = (secs(lo), secs(hi));
+    if a == b { a } else { format!("{a}–{b}") }
 }
