@@ -5,9 +5,9 @@ use serde_json::{Value, json};
 
 use super::analyze::{Analyzer, secs, status_text};
 use super::lb::{Family, TraceId};
-use super::lb_join::{ByDetails, Kind, Picture, Row, join};
+use super::lb_join::{ByDetails, Kind, LbJoin, Picture, Row, join};
 use super::parse::{ClosedBy, format_time};
-use super::verdict::{count, of};
+use super::verdict::{count, of, plural};
 
 /// Requests listed in the text report.
 const SHOWN_ROWS: usize = 8;
@@ -32,9 +32,10 @@ fn trace_hex(t: TraceId) -> String {
 /// failed_to_pick_backend (2 ms) · sockproxy: none`.
 fn row_text(a: &Analyzer, r: &Row<'_>) -> String {
     let e = r.entry;
+    let trace = trace_hex(e.trace);
     let mut s = format!(
         "{} {} {} → browser {} {}",
-        &trace_hex(e.trace)[..8.min(trace_hex(e.trace).len())],
+        trace.get(..8).unwrap_or(&trace),
         e.method.as_deref().unwrap_or("?"),
         e.path().unwrap_or("?"),
         status_text(e.status),
@@ -78,31 +79,7 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
     let p = join(j, a);
     let mut out = Vec::new();
     let with_trace = j.entries().len() as u64 - p.count(Kind::NoTrace);
-    let mut head = format!(
-        "{} read; {} had no trace id (not joined, never guessed)",
-        count(j.entries_read),
-        of(p.count(Kind::NoTrace), j.entries().len() as u64)
-    );
-    if j.duplicates > 0 {
-        head.push_str(&format!(
-            "; {} dropped (same insertId and timestamp)",
-            super::verdict::plural(j.duplicates, "duplicate", "duplicates")
-        ));
-    }
-    if j.other_load_balancers > 0 {
-        head.push_str(&format!(
-            "; {} of other load balancers (regional, network) set aside",
-            super::verdict::plural(j.other_load_balancers, "entry", "entries")
-        ));
-    }
-    if j.entries_not_kept > 0 {
-        head.push_str(&format!(
-            "; {} past the first {} not joined",
-            count(j.entries_not_kept),
-            count(j.entries().len() as u64)
-        ));
-    }
-    out.push(("entries", head));
+    out.push(("entries", entries_line(j, &p)));
     let matched = p.count(Kind::Matched) + p.count(Kind::StatusDiffers);
     out.push((
         "joined",
@@ -115,28 +92,7 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
     ));
     unmatched_lines(&mut out, &p, with_trace);
     if !p.status_differs.is_empty() {
-        let list: Vec<String> = p
-            .status_differs
-            .iter()
-            .take(6)
-            .map(|(ours, theirs, d, n)| {
-                format!(
-                    "sockproxy {} → browser {} {d} ×{}",
-                    status_text(*ours),
-                    status_text(*theirs),
-                    count(*n)
-                )
-            })
-            .collect();
-        out.push((
-            "answers",
-            format!(
-                "{} of {} joined reached the browser with another status than sockproxy sent: {}",
-                count(p.count(Kind::StatusDiffers)),
-                count(matched),
-                list.join("; ")
-            ),
-        ));
+        out.push(("answers", answers_line(&p, matched)));
     }
     if p.websockets.total > 0 {
         out.push(("websockets", websocket_line(&p)));
@@ -144,6 +100,61 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
     if p.changes.compared > 0 {
         out.push(("on the way", changes_line(&p)));
     }
+    request_lines(&mut out, a, &p);
+    out
+}
+
+fn entries_line(j: &LbJoin, p: &Picture<'_>) -> String {
+    let mut head = format!(
+        "{} read; {} had no trace id (not joined, never guessed)",
+        count(j.entries_read),
+        of(p.count(Kind::NoTrace), j.entries().len() as u64)
+    );
+    if j.duplicates > 0 {
+        head.push_str(&format!(
+            "; {} dropped (same insertId and timestamp)",
+            plural(j.duplicates, "duplicate", "duplicates")
+        ));
+    }
+    if j.other_load_balancers > 0 {
+        head.push_str(&format!(
+            "; {} of other load balancers (regional, network) set aside",
+            plural(j.other_load_balancers, "entry", "entries")
+        ));
+    }
+    if j.entries_not_kept > 0 {
+        head.push_str(&format!(
+            "; {} past the first {} not joined",
+            count(j.entries_not_kept),
+            count(j.entries().len() as u64)
+        ));
+    }
+    head
+}
+
+fn answers_line(p: &Picture<'_>, matched: u64) -> String {
+    let list: Vec<String> = p
+        .status_differs
+        .iter()
+        .take(6)
+        .map(|(ours, theirs, d, n)| {
+            format!(
+                "sockproxy {} → browser {} {d} ×{}",
+                status_text(*ours),
+                status_text(*theirs),
+                count(*n)
+            )
+        })
+        .collect();
+    format!(
+        "{} of {} joined reached the browser with another status than sockproxy sent: {}",
+        count(p.count(Kind::StatusDiffers)),
+        count(matched),
+        list.join("; ")
+    )
+}
+
+fn request_lines(out: &mut Vec<(&'static str, String)>, a: &Analyzer, p: &Picture<'_>) {
     for (i, r) in p.rows.iter().take(SHOWN_ROWS).enumerate() {
         let when = r
             .entry
@@ -164,7 +175,6 @@ pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
             ),
         ));
     }
-    out
 }
 
 fn unmatched_lines(out: &mut Vec<(&'static str, String)>, p: &Picture<'_>, with_trace: u64) {
