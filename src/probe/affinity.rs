@@ -90,6 +90,7 @@ mod tests {
             cookies_sent: Vec::new(),
             sio_error: None,
             detail: None,
+            trace: None,
         }
     }
 

@@ -150,6 +150,9 @@ fn step_lines(out: &mut String, step: &Step) {
     if !step.cookies_sent.is_empty() {
         seen.push(format!("cookies sent: {}", step.cookies_sent.join(", ")));
     }
+    if let Some(t) = &step.trace {
+        seen.push(format!("trace {t}"));
+    }
     if !seen.is_empty() {
         let _ = writeln!(out, "{indent}{}", seen.join("  |  "));
     }

@@ -527,6 +527,7 @@ impl Run<'_> {
             cookies_sent: Vec::new(),
             sio_error: None,
             detail: None,
+            trace: None,
         };
         let pods = self.pods(self.upgrade_pod.as_deref());
         self.finish(step, outcome, pods, None).is_some()
@@ -580,6 +581,7 @@ impl Run<'_> {
             cookies_sent,
             sio_error,
             detail: None,
+            trace: self.last.as_ref().and_then(|s| trace_of(&s.headers)),
         };
         let forbidden = step.sio_error.as_ref().and_then(|e| e.code) == Some(CODE_FORBIDDEN);
         if !forbidden {
@@ -622,6 +624,9 @@ impl Run<'_> {
         };
         let mut headers = sent.headers.clone();
         headers.remove(header::ORIGIN);
+        // The same request without Origin, trace id included: in the load balancer's log
+        // the two share it.
+        let resend_trace = trace_of(&headers);
         // A websocket handshake gets a fresh key, as every handshake must (RFC 6455
         // §4.1); no server check looks at it.
         let ws_key = headers.contains_key(header::SEC_WEBSOCKET_KEY).then(|| {
@@ -672,6 +677,7 @@ impl Run<'_> {
             cookies_sent,
             sio_error,
             detail: Some(detail),
+            trace: resend_trace,
         };
         (check(resend), Some(step))
     }
@@ -780,6 +786,7 @@ impl Run<'_> {
                 HeaderValue::from_static("text/plain;charset=UTF-8"),
             );
         }
+        h.insert(TRACE_HEADER, value(&trace_context())?);
         // --header replaces a default of the same name; repeated --header NAME appends.
         let mut replaced: Vec<&HeaderName> = Vec::new();
         let mut cookie_parts: Vec<String> = Vec::new();
@@ -954,6 +961,26 @@ fn clip(s: &str) -> String {
     }
 }
 
+/// The load balancer keeps an `X-Cloud-Trace-Context` a client sent (shared/LB-LOGS.md §4),
+/// so each request carries its own and the probe can name it: the same id is in the load
+/// balancer's log (`trace`) and in sockproxy's records (`trace`).
+const TRACE_HEADER: HeaderName = HeaderName::from_static("x-cloud-trace-context");
+
+/// `TRACE_ID/SPAN_ID;o=0`: 32 random hex digits, a random non-zero decimal span, not sampled
+/// (https://cloud.google.com/trace/docs/trace-context).
+fn trace_context() -> String {
+    let random = || RandomState::new().build_hasher().finish();
+    let span = random().max(1);
+    format!("{:016x}{:016x}/{span};o=0", random(), random())
+}
+
+/// The trace id of a request's `X-Cloud-Trace-Context`.
+fn trace_of(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(TRACE_HEADER)?.to_str().ok()?;
+    let id = v.split('/').next()?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
@@ -1095,5 +1122,31 @@ mod tests {
         assert_eq!(millis(Duration::from_micros(12_345)), 12.3);
         assert_eq!(clip("abc"), "abc");
         assert_eq!(clip(&"é".repeat(200)).chars().count(), 161);
+    }
+}
+
+#[cfg(test)]
+mod trace_tests {
+    use super::*;
+
+    #[test]
+    fn each_request_gets_its_own_trace_and_names_it() {
+        let (a, b) = (trace_context(), trace_context());
+        assert_ne!(a, b);
+        let mut h = HeaderMap::new();
+        h.insert(TRACE_HEADER, HeaderValue::from_str(&a).unwrap());
+        let id = trace_of(&h).expect("a trace id");
+        assert_eq!(id.len(), 32);
+        assert!(
+            a.starts_with(&format!("{id}/")) && a.ends_with(";o=0"),
+            "{a}"
+        );
+        // The id sockproxy's record would carry for this header is the same.
+        let rec = crate::record::trace(Some(&a), None, None);
+        assert_eq!(rec.trace.as_deref(), Some(id.as_str()));
+        for bad in ["", "xyz/1", "4bf92f3577b34da6a3ce929d0e0e47/1"] {
+            h.insert(TRACE_HEADER, HeaderValue::from_str(bad).unwrap());
+            assert_eq!(trace_of(&h), None, "{bad}");
+        }
     }
 }

@@ -62,6 +62,10 @@ pub struct Step {
     pub sio_error: Option<SioError>,
     /// What the step learnt (sid, packets received) or, on failure, what went wrong.
     pub detail: Option<String>,
+    /// The trace id sent in `X-Cloud-Trace-Context`: find this request in the load
+    /// balancer's log and in sockproxy's records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// The first failing step of a session and the hypothesis it points at.

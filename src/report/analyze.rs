@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::parse::{ClosedBy, Event, Flags, Outcome, Rec, Transport};
 use super::recent::Recent;
-use super::{h1, h3, h4, h5, h6, sessions};
+use super::{h1, h3, h4, h5, h6, lb_join, sessions};
 
 pub type PodId = u32;
 
@@ -251,6 +251,8 @@ pub struct Analyzer {
     pub h4: h4::H4,
     pub h5: h5::H5,
     pub h6: h6::H6,
+    /// The load balancer's entries and sockproxy's side of each trace (`lb_join`).
+    pub lb: lb_join::LbJoin,
     open_tunnels: Recent<(PodId, Box<str>), ()>,
     /// `tunnel_closed` records read before their `upgrade` (newest-first exports).
     /// (value: whether the close counted a websocket-only handshake).
@@ -273,6 +275,7 @@ impl Default for Analyzer {
             h4: h4::H4::default(),
             h5: h5::H5::default(),
             h6: h6::H6::default(),
+            lb: lb_join::LbJoin::default(),
             open_tunnels: Recent::new(MAX_OPEN_TUNNELS / 2),
             closed_early: Recent::new(MAX_OPEN_TUNNELS / 2),
         }
@@ -363,6 +366,7 @@ impl Analyzer {
             p.first = Some(p.first.map_or(t, |f| f.min(t)));
             p.last = Some(p.last.map_or(t, |l| l.max(t)));
         }
+        self.lb.record(r, pod);
         match r.event {
             Event::Request | Event::Upgrade => self.exchange(r, pod),
             Event::TunnelClosed => self.tunnel_closed(r, pod),

@@ -10,6 +10,9 @@
 //! - `verdict`: what a verdict and a finding are (confirmed / isolated / ruled out / no
 //!   evidence), the six in order.
 //! - `render`: the terminal and JSON output.
+//! - `lb`: the load balancer's own log entries (the format, in one file); `lb_join` joins
+//!   them to the records by trace id, `lb_verdict` adds their evidence to H1, H3 and H6,
+//!   `lb_render` writes the load balancer section.
 
 pub mod analyze;
 pub mod h1;
@@ -19,6 +22,10 @@ pub mod h4;
 pub mod h5;
 pub mod h6;
 pub mod input;
+pub mod lb;
+pub mod lb_join;
+pub mod lb_render;
+pub mod lb_verdict;
 pub mod parse;
 pub mod recent;
 pub mod render;
@@ -40,7 +47,9 @@ use verdict::{Finding, Verdict};
 pub struct Args {
     /// Record files: JSON lines, `kubectl logs --prefix` output, gzip, Cloud Logging
     /// exports (a JSON array or JSON lines of entries with `jsonPayload`); none or `-`
-    /// reads stdin.
+    /// reads stdin. The load balancer's own entries (`resource.type`
+    /// `http_load_balancer`) may come in the same or separate files: they are joined to
+    /// the records by trace id.
     pub files: Vec<PathBuf>,
     /// The same verdicts as JSON, for scripts.
     #[arg(long)]
@@ -87,6 +96,7 @@ impl Report {
                 Some(i) => self.json(&text.as_bytes()[i..], pod, false),
                 None => self.analyzer.skipped(Skipped::NotRecord),
             },
+            Parsed::NotRecord if self.analyzer.lb.offer(lb::parse(bytes)) => {}
             Parsed::Text(_) | Parsed::NotRecord => self.analyzer.skipped(Skipped::NotRecord),
             Parsed::Invalid { truncated: true } => self.analyzer.skipped(Skipped::Truncated),
             Parsed::Invalid { truncated: false } => self.analyzer.skipped(Skipped::InvalidJson),

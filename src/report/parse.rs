@@ -36,6 +36,7 @@ pub fn parse(json: &[u8]) -> Parsed<'_> {
                 timestamp,
                 resource,
                 http_request,
+                trace,
                 ..
             } = raw;
             if let Some(mut payload) = json_payload.filter(|p| p.event.is_some()) {
@@ -49,6 +50,9 @@ pub fn parse(json: &[u8]) -> Parsed<'_> {
                 }
                 if payload.http_request.is_none() {
                     payload.http_request = http_request;
+                }
+                if payload.trace.is_none() {
+                    payload.trace = trace;
                 }
                 return Parsed::Record(*payload);
             }
@@ -106,6 +110,9 @@ pub struct RawEntry<'a> {
     open_requests: Option<f64>,
     deadline_s: Option<f64>,
     count: Option<f64>,
+    /// The record's trace id; on a Cloud Logging entry, `projects/P/traces/ID`.
+    #[serde(borrow)]
+    trace: Option<Str<'a>>,
     // Cloud Logging entry fields.
     #[serde(borrow)]
     timestamp: Option<Str<'a>>,
@@ -470,6 +477,8 @@ pub struct Rec<'r> {
     pub deadline_s: Option<f64>,
     /// `records_dropped.count`.
     pub count: Option<u64>,
+    /// `trace`: the id from `X-Cloud-Trace-Context` or `traceparent`.
+    pub trace: Option<&'r str>,
 }
 
 impl<'r> Rec<'r> {
@@ -554,6 +563,7 @@ impl<'r> Rec<'r> {
             open_requests: raw.open_requests.map(|n| n as u64),
             deadline_s: raw.deadline_s,
             count: raw.count.map(|n| n as u64),
+            trace: raw.trace.as_deref().filter(|t| !t.is_empty()),
         })
     }
 }

@@ -221,6 +221,14 @@ pub fn human(a: &Analyzer, findings: &[Finding], sources: &[String], style: Styl
     out.push_str(&style.bold("Picture"));
     out.push('\n');
     picture(&mut out, a, sources, w);
+    if !a.lb.is_empty() {
+        out.push('\n');
+        out.push_str(&style.bold("Load balancer (its own log, joined by trace id)"));
+        out.push('\n');
+        for (label, text) in super::lb_render::lines(a) {
+            wrap(&mut out, &format!("  {label:<13} "), 16, &text, w);
+        }
+    }
     out
 }
 
@@ -526,7 +534,7 @@ pub fn json(a: &Analyzer, findings: &[Finding], sources: &[String]) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut v = json!({
         "confirmed": findings.iter().filter(|f| f.verdict == Verdict::Confirmed).map(|f| f.id).collect::<Vec<_>>(),
         "hypotheses": findings.iter().map(|f| finding_json(a, f)).collect::<Vec<_>>(),
         "picture": {
@@ -572,7 +580,9 @@ pub fn json(a: &Analyzer, findings: &[Finding], sources: &[String]) -> Value {
             "sessions_forgotten": a.sids_forgotten(),
             "open_tunnels_forgotten": a.open_tunnels_forgotten(),
         },
-    })
+    });
+    v["load_balancer"] = super::lb_render::json(a);
+    v
 }
 
 /// `--follow`: one line when a verdict changes.

@@ -72,14 +72,16 @@ pub const MAX_SHOWN: usize = 5;
 /// All six verdicts.
 pub fn findings(a: &Analyzer) -> Vec<Finding> {
     let moved = a.sessions.moved(&a.pods);
-    vec![
+    let mut findings = vec![
         a.h1.verdict(a),
         super::h2::verdict(a, &moved),
         a.h3.verdict(a),
         a.h4.verdict(a),
         a.h5.verdict(a, &moved),
         a.h6.verdict(a, &moved),
-    ]
+    ];
+    super::lb_verdict::amend(&mut findings, a);
+    findings
 }
 
 impl Finding {

@@ -7,12 +7,16 @@ const { Expect } = require('./lib/expect');
 const { slack } = require('./lib/slack');
 const { rawRequest, requestHead } = require('./lib/rawhttp');
 const R = require('./lib/records');
+const { traceOf, waitForLbEntries } = require('./lib/lblog');
+
+const BROWSERS = 3;
 
 describe('H3 health checks', { timeout: slack(60000) }, () => {
   const sc = new Scenario('h3-health-check');
   const x = new Expect('H3 health check', sc.dir);
   let logAll;
   let plain;
+  let unhealthy;
   const run = {};
 
   before(async () => {
@@ -29,6 +33,13 @@ describe('H3 health checks', { timeout: slack(60000) }, () => {
     // Without --log-all: the probe passes through but is not recorded; a socket.io request afterwards is.
     run.plainHc = await googleHc(plain.port);
     run.sentinel = await rawRequest(plain.port, requestHead('GET', `/theia/socket.io/?EIO=4&transport=polling&t=${Date.now().toString(36)}`, [['Host', 'ide.example.com']]));
+    // The load balancer once its checks have failed on both pods: browsers' handshakes get its 502, and its own
+    // log says why (failed_to_pick_backend) while no pod sees them.
+    unhealthy = await sc.front([logAll, plain], { unhealthy: true }, 'front-unhealthy');
+    run.browsers = [];
+    for (let i = 0; i < BROWSERS; i++) {
+      run.browsers.push(await rawRequest(unhealthy.port, requestHead('GET', `/theia/socket.io/?EIO=4&transport=polling&t=${Date.now().toString(36)}${i}`, [['Host', `127.0.0.1:${unhealthy.port}`], ['User-Agent', 'Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0']])));
+    }
   });
   after(() => sc.teardown());
 
@@ -40,6 +51,20 @@ describe('H3 health checks', { timeout: slack(60000) }, () => {
     x.equal(seen.map((e) => e.response.status), [404, 404, 404], 'the backend answered all three /health requests itself with 404');
     x.equal(plain.backend.requests.where((e) => e.url === '/health').map((e) => e.response.status), [404], 'pod-b backend answered 404 too');
     x.equal(run.sentinel.status, 200, 'the socket.io handshake on pod-b works');
+  });
+
+  it('traffic: with every pod unhealthy the load balancer answers the browsers 502 itself and logs failed_to_pick_backend with a trace', async () => {
+    x.equal(run.browsers.map((r) => r.status), Array(BROWSERS).fill(502), 'each browser handshake got the front\'s 502');
+    const entries = await x.step('the front logged each browser request', () =>
+      waitForLbEntries(unhealthy, (e) => /Mozilla/.test(e.httpRequest.userAgent), { count: BROWSERS, description: 'LB entries of the browser handshakes' })
+    );
+    for (const e of entries) {
+      x.equal([e.resource.type, e.jsonPayload['@type']], ['http_load_balancer', 'type.googleapis.com/google.cloud.loadbalancing.type.LoadBalancerLogEntry'], 'an http_load_balancer LogEntry');
+      x.equal([e.httpRequest.status, e.jsonPayload.statusDetails], [502, 'failed_to_pick_backend'], 'browser got 502 because no backend was healthy');
+      x.ok(traceOf(e), 'the entry has a trace id', e.trace);
+    }
+    const seen = [...logAll.backend.requests.where(() => true), ...plain.backend.requests.where(() => true)];
+    x.equal(seen.filter((r) => /Chrome\/156/.test(JSON.stringify(r)) && !/\/health/.test(r.url)), [], 'no backend saw a browser handshake');
   });
 
   it('records: with --log-all the probes carry health_check, the browser request does not; without --log-all /health is not recorded', async () => {

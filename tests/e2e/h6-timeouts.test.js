@@ -9,6 +9,7 @@ const { connect, upgraded, echo, disconnect } = require('./lib/client');
 const { sidInBody } = require('./lib/backend');
 const { rawRequest, requestHead } = require('./lib/rawhttp');
 const R = require('./lib/records');
+const { traceOf, waitForLbEntries } = require('./lib/lblog');
 
 const HOLD_MS = Number(process.env.E2E_HOLD_MS || 20000);
 const TIMEOUT_S = 3; // stands for the backend service's timeoutSec (GKE default 30 s)
@@ -80,12 +81,14 @@ describe('H6 timeouts', { timeout: HOLD_MS + slack(60000) }, () => {
   let hold;
   let quiet;
   let poll;
+  let fronts;
 
   before(async () => {
     honestPod = await sc.pod({ podName: 'pod-a' });
     shortPod = await sc.pod({ podName: 'pod-b' });
     const honest = await sc.front([honestPod], {}, 'front-honest');
     const short = await sc.front([shortPod], { timeoutSec: TIMEOUT_S }, 'front-short-timeout');
+    fronts = { honest, short };
     [hold, quiet, poll] = await Promise.all([holdBusy(sc, honestPod, honest), quietSockets(sc, short), cutLongPoll(short)]);
   });
   after(() => sc.teardown());
@@ -165,5 +168,37 @@ describe('H6 timeouts', { timeout: HOLD_MS + slack(60000) }, () => {
     x.equal(next.sio_error, R.engineErrorOf(e), 'next poll: sio_error equals what the backend wrote');
     x.includes(next.flags, 'sid_unknown', 'next poll: sid_unknown');
     x.excludes(next.flags, 'sid_not_issued_here', 'next poll: the sid was issued on this pod');
+  });
+
+  it('records: the front\'s LB log and sockproxy\'s tunnels share trace ids; the LB ends the quiet websockets with backend_timeout, the busy one with websocket_closed', async () => {
+    const tunnels = (pod) => pod.sockproxy.records.where((r) => r.event === 'tunnel_closed');
+    const byTrace = (pod) => new Map(tunnels(pod).filter((r) => r.trace).map((r) => [r.trace, r]));
+    const short = await x.step('the short front logged the cut websockets', () =>
+      waitForLbEntries(fronts.short, (e) => e.httpRequest.status === 101, { count: QUIET, description: 'websocket entries of the short front' })
+    );
+    const shortTunnels = byTrace(shortPod);
+    x.equal(shortTunnels.size, QUIET, 'pod-b: every tunnel_closed carries a trace id');
+    for (const e of short) {
+      const tc = shortTunnels.get(traceOf(e));
+      x.ok(tc, `LB entry ${e.trace}: sockproxy's tunnel with the same trace id`, [...shortTunnels.keys()]);
+      x.equal(e.jsonPayload.statusDetails, 'backend_timeout', 'the LB says its backend timeout ended it');
+      const lbMs = parseFloat(e.httpRequest.latency) * 1000;
+      x.between(lbMs, TIMEOUT_S * 1000, TIMEOUT_S * 1000 + slack(1500), 'LB latency: the whole websocket, cut at the timeout (ms)');
+      x.between(tc.duration_ms, 0, lbMs + 5, "sockproxy's tunnel fits inside the LB's websocket (ms)");
+      x.equal(tc.closed_by, 'client', 'sockproxy saw the LB side close');
+    }
+    const cutEntry = await x.step('the short front logged the cut poll', () =>
+      waitForLbEntries(fronts.short, (e) => /t=cut$/.test(e.httpRequest.requestUrl), { description: 'LB entry of the cut poll' })
+    );
+    x.equal([cutEntry[0].httpRequest.status, cutEntry[0].jsonPayload.statusDetails], [504, 'backend_timeout'], 'cut poll: the browser got 504, backend_timeout');
+    const cutRec = shortPod.sockproxy.records.where((r) => r.event === 'request' && r.query && r.query.endsWith('t=cut'))[0];
+    x.equal(cutRec && cutRec.trace, traceOf(cutEntry[0]), 'cut poll: sockproxy recorded the trace id the LB logged');
+    const busy = await x.step('the honest front logged the busy websocket', () =>
+      waitForLbEntries(fronts.honest, (e) => e.httpRequest.status === 101, { description: 'the busy websocket entry' })
+    );
+    const busyTc = byTrace(honestPod).get(traceOf(busy[0]));
+    x.ok(busyTc, 'busy websocket: sockproxy tunnel with the LB entry\'s trace id', busy[0].trace);
+    x.equal(busy[0].jsonPayload.statusDetails, 'websocket_closed', 'busy websocket: websocket_closed');
+    x.ok(parseFloat(busy[0].httpRequest.latency) * 1000 >= busyTc.duration_ms, 'busy websocket: the LB lifetime covers the tunnel', [busy[0].httpRequest.latency, busyTc.duration_ms]);
   });
 });

@@ -85,9 +85,12 @@ function podConf({ dir, port, upstreamPort, directPort, backendPort }) {
  *  - http10DropUpgrade: speaks HTTP/1.0 to the pod and passes no Upgrade (H1)
  *  - rewriteOrigin / rewriteHost: replaces Origin / Host with the given value (H4)
  *  - timeoutSec: proxy_read/send_timeout standing for the backend service timeoutSec (H6); default 3600
+ *  - unhealthy: every pod is marked `down`, as the LB does once its health checks fail (H3): nginx answers 502
+ *    without picking a backend (open-source nginx has no active health checks, so the test states the outcome)
+ * It also writes the LB's own request log, `lb-requests.jsonl` (see lbLogFormat).
  */
-function frontConf({ dir, port, podPorts, http10DropUpgrade = false, rewriteOrigin, rewriteHost, timeoutSec = 3600 }) {
-  const servers = podPorts.map((p) => `    server 127.0.0.1:${p};`).join('\n');
+function frontConf({ dir, port, podPorts, http10DropUpgrade = false, rewriteOrigin, rewriteHost, timeoutSec = 3600, unhealthy = false }) {
+  const servers = podPorts.map((p) => `    server 127.0.0.1:${p}${unhealthy ? ' down' : ''};`).join('\n');
   const upgrade = http10DropUpgrade
     ? `
       proxy_http_version 1.0;
@@ -101,11 +104,14 @@ function frontConf({ dir, port, podPorts, http10DropUpgrade = false, rewriteOrig
     `
   map $http_upgrade $connection_upgrade { default upgrade; '' close; }
   map $http_x_cloud_trace_context $gfe_trace { '' '$request_id/$connection$connection_requests;o=1'; default $http_x_cloud_trace_context; }
+${lbLogMaps(timeoutSec, path.basename(dir))}
   upstream pods {
 ${servers}
   }
   server {
     listen 127.0.0.1:${port};
+    access_log ${dir}/access.log e2e;
+    access_log ${dir}/${LB_LOG} lb;
     location / {
       proxy_pass http://pods;
       proxy_next_upstream off;${upgrade}
@@ -121,6 +127,73 @@ ${servers}
     }
   }`
   );
+}
+
+/** The front's file of LB-format entries, one JSON LogEntry per line (a log sink's form). */
+const LB_LOG = 'lb-requests.jsonl';
+/** The project in the emulated `trace` (`projects/P/traces/ID`) and resource labels. */
+const LB_PROJECT = 'sockproxy-e2e';
+
+/**
+ * A regex for nginx's `$request_time` (`S.mmm`) being at least `secs` (an integer): more digits, or as many
+ * digits and not smaller.
+ */
+function atLeastSeconds(secs) {
+  const d = String(Math.trunc(secs));
+  const alts = [`[1-9]\\d{${d.length},}`];
+  for (let i = 0; i < d.length; i++) {
+    const digit = Number(d[i]);
+    if (digit < 9) alts.push(`${d.slice(0, i)}[${digit + 1}-9]${i + 1 < d.length ? `\\d{${d.length - i - 1}}` : ''}`);
+  }
+  alts.push(d);
+  return `^(?:${alts.join('|')})\\.`;
+}
+
+/**
+ * The maps behind the LB-format log (shared/LB-LOGS.md §1, §2; the format the report reads is src/report/lb.rs).
+ * statusDetails the emulation can tell apart from nginx's own variables, and how:
+ *  - response_sent_by_backend: the pod answered (anything not below)
+ *  - failed_to_pick_backend: no live server in the group (`unhealthy`): $upstream_addr is the group's name
+ *  - failed_to_connect_to_backend: a pod's address, but no $upstream_connect_time
+ *  - backend_connection_closed_before_data_sent_to_client: connected, no $upstream_header_time, 502
+ *  - backend_timeout: nginx's own 504 (proxy_read_timeout before the answer; the real LB answers 502/503 there,
+ *    LBLOG); and a websocket (101) that lasted timeoutSec or more: nginx's access log cannot tell its timeout from a
+ *    close, so this is exact only for quiet websockets (the H6 scenario's) and for the classic ALB's hard cap
+ *  - websocket_closed: any other websocket
+ *  - client_disconnected_before_any_response: nginx's 499, logged with status 0 as the LB does
+ * Not produced: the client-side refusals, Cloud Armor, mTLS, CDN and platform values. Known differences from the
+ * real LB: each front is its own backend service (`k8s1-e2e-<front dir>-80`), `timestamp` is when nginx wrote the entry (the end; the LB stamps the start, nginx has no such
+ * variable), no `spanId`, `serverIp` carries the port, the URL's scheme is http.
+ */
+function lbLogMaps(timeoutSec, frontName) {
+  return `
+  map $gfe_trace $lb_trace_id { "~^(?<lbtid>[0-9a-fA-F]{32})" $lbtid; default ''; }
+  map $lb_trace_id $lb_trace { '' ''; default 'projects/${LB_PROJECT}/traces/$lb_trace_id'; }
+  map $request_time $lb_long { "~${atLeastSeconds(timeoutSec)}" 1; default 0; }
+  map "$status|$upstream_addr|$upstream_connect_time|$upstream_header_time|$lb_long" $lb_status_details {
+    "~^101\\|.*\\|1$" backend_timeout;
+    "~^101\\|" websocket_closed;
+    "~^499\\|" client_disconnected_before_any_response;
+    "~^502\\|[^|:]*\\|-\\|" failed_to_pick_backend;
+    "~^502\\|[^|]*\\|-\\|" failed_to_connect_to_backend;
+    "~^504\\|" backend_timeout;
+    "~^502\\|[^|]*\\|[^|]*\\|-\\|" backend_connection_closed_before_data_sent_to_client;
+    default response_sent_by_backend;
+  }
+  map $status $lb_status { 499 0; default $status; }
+  map $status $lb_severity { ~^[23] INFO; 101 INFO; ~^4 WARNING; default ERROR; }
+  map $upstream_addr $lb_server_ip { "~^[0-9.]+:[0-9]+$" $upstream_addr; default ''; }
+  map $msec $lb_ms { "~\\.(?<lbms>[0-9]+)$" $lbms; default 000; }
+  map $time_iso8601 $lb_timestamp { "~^(?<lbsecs>[0-9-]+T[0-9:]+)(?<lbzone>.*)$" "$lbsecs.$lb_ms$lbzone"; default $time_iso8601; }
+  log_format lb escape=json '{"insertId":"$request_id","logName":"projects/${LB_PROJECT}/logs/requests",'
+    '"resource":{"type":"http_load_balancer","labels":{"backend_service_name":"k8s1-e2e-${frontName}-80",'
+    '"forwarding_rule_name":"k8s2-fs-e2e","project_id":"${LB_PROJECT}","target_proxy_name":"k8s2-ts-e2e",'
+    '"url_map_name":"k8s2-um-e2e","zone":"global"}},"severity":"$lb_severity","timestamp":"$lb_timestamp",'
+    '"trace":"$lb_trace","httpRequest":{"requestMethod":"$request_method","requestUrl":"http://$http_host$request_uri",'
+    '"requestSize":"$request_length","status":$lb_status,"responseSize":"$bytes_sent","userAgent":"$http_user_agent",'
+    '"remoteIp":"$remote_addr","serverIp":"$lb_server_ip","latency":"$\{request_time}s"},'
+    '"jsonPayload":{"@type":"type.googleapis.com/google.cloud.loadbalancing.type.LoadBalancerLogEntry",'
+    '"statusDetails":"$lb_status_details","remoteIp":"$remote_addr"}}';`;
 }
 
 /**
@@ -162,4 +235,4 @@ function startFrontNginx({ name = 'front-nginx', dir, ...opts }) {
   return startNginx({ name, dir, portNames: ['port'], makeConf: (p) => frontConf({ dir, port: p.port, ...opts }) });
 }
 
-module.exports = { startPodNginx, startFrontNginx, podConf, frontConf };
+module.exports = { startPodNginx, startFrontNginx, podConf, frontConf, atLeastSeconds, LB_LOG };
