@@ -30,30 +30,30 @@
 //! - `cli`: the command line (flags, `SOCKPROXY_*` variables, defaults) → `config`.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod answer;
-pub mod body;
+pub(crate) mod admin;
+pub(crate) mod answer;
+pub(crate) mod body;
 pub mod capture;
 pub mod cli;
-pub mod client_io;
+pub(crate) mod client_io;
 pub mod config;
 pub mod conn;
-pub mod connect;
+pub(crate) mod connect;
 pub mod demo;
-pub mod drain;
+pub(crate) mod drain;
 pub mod flags;
 pub mod json;
 pub mod limits;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod probe;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod record;
 pub mod recorder;
 pub mod report;
 pub mod server;
-pub mod sids;
+pub(crate) mod sids;
 pub mod sink;
 pub mod sio;
-pub mod text;
+pub(crate) mod text;
 pub mod tunnel;
-pub mod upstream;
+pub(crate) mod upstream;
