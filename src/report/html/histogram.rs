@@ -57,9 +57,15 @@ fn decade_label(ms: f64) -> String {
 
 /// The histogram as an SVG element (or a note when there is nothing to draw).
 pub fn svg(scene: &Scene, cluster: Option<&Cluster>, h6: &Finding, out: &mut String) {
-    let used = |b: usize| scene.lifetimes.iter().any(|l| l.bins[b] > 0);
-    let (Some(lo), Some(hi)) = ((0..LIFE_BINS).find(|b| used(*b)), (0..LIFE_BINS).rfind(|b| used(*b)))
-    else {
+    let used = |b: usize| {
+        Series::ALL
+            .iter()
+            .any(|s| scene.lifetimes_of(*s).bins[b] > 0)
+    };
+    let (Some(lo), Some(hi)) = (
+        (0..LIFE_BINS).find(|b| used(*b)),
+        (0..LIFE_BINS).rfind(|b| used(*b)),
+    ) else {
         out.push_str("<p class=\"note\">No tunnel or cut long-poll in these records.</p>\n");
         return;
     };
@@ -72,7 +78,12 @@ pub fn svg(scene: &Scene, cluster: Option<&Cluster>, h6: &Finding, out: &mut Str
         hi_decade,
     };
     let stacks: Vec<u64> = (0..LIFE_BINS)
-        .map(|b| scene.lifetimes.iter().map(|l| u64::from(l.bins[b])).sum())
+        .map(|b| {
+            Series::ALL
+                .iter()
+                .map(|s| u64::from(scene.lifetimes_of(*s).bins[b]))
+                .sum()
+        })
         .collect();
     let top = stacks.iter().copied().max().unwrap_or(1).max(1);
     let width = LEFT + PLOT_W + RIGHT;
@@ -142,8 +153,7 @@ fn bin(out: &mut String, scene: &Scene, scale: Scale, top: u64, b: usize) {
     let (x0, x1) = (scale.x(from), scale.x(to));
     let mut y = TOP + PLOT_H;
     for series in STACK {
-        let i = Series::ALL.iter().position(|s| *s == series).unwrap_or(0);
-        let n = scene.lifetimes[i].bins[b];
+        let n = scene.lifetimes_of(series).bins[b];
         if n == 0 {
             continue;
         }

@@ -21,7 +21,7 @@ const SCRIPT: &str = include_str!("page.js");
 pub fn page(a: &Analyzer, findings: &[Finding], scene: &Scene, sources: &[String]) -> String {
     let mut out = String::with_capacity(256 * 1024);
     head(&mut out, a, findings);
-    intro(&mut out, a, scene, sources);
+    intro(&mut out, a, sources);
     verdicts(&mut out, a, findings);
     timeline_section(&mut out, scene);
     lifetimes_section(&mut out, a, findings, scene);
@@ -96,7 +96,7 @@ fn span(a: &Analyzer) -> String {
     }
 }
 
-fn intro(out: &mut String, a: &Analyzer, scene: &Scene, sources: &[String]) {
+fn intro(out: &mut String, a: &Analyzer, sources: &[String]) {
     let pods = a.pods.iter().filter(|p| p.records > 0).count() as u64;
     let _ = writeln!(
         out,
@@ -108,7 +108,6 @@ fn intro(out: &mut String, a: &Analyzer, scene: &Scene, sources: &[String]) {
         count(a.input.skipped()),
         Esc(&sources.join(", "))
     );
-    let _ = scene;
 }
 
 fn verdicts(out: &mut String, a: &Analyzer, findings: &[Finding]) {
@@ -217,20 +216,27 @@ fn timeline_section(out: &mut String, scene: &Scene) {
     );
     out.push_str("<div class=\"scroll\">\n");
     timeline::svg(scene, out);
-    out.push_str("</div>\n<p class=\"legend\">");
+    out.push_str("</div>\n<p class=\"legend\"><b>sessions</b>");
     for f in Fate::ALL {
         swatch(out, &format!("f-{}", f.key()), f.words());
     }
+    out.push_str("</p>\n<p class=\"legend\"><b>refusals ▼</b>");
     for k in MarkKind::ALL {
         swatch(out, &format!("m-{}", k.key()), k.words());
     }
+    out.push_str("</p>\n<p class=\"legend\"><b>pods ◆</b>");
+    swatch(out, "life-start", "start (listening)");
+    swatch(out, "life-drain", "drain (SIGTERM) and its window");
+    swatch(out, "life-stop", "stop");
     swatch(out, "hc-ok", "health checks passing");
     swatch(out, "hc-fail", "health checks failing");
     out.push_str("</p>\n");
     let hidden = scene.lanes.len().saturating_sub(timeline::MAX_DRAWN_LANES);
     let mut notes = Vec::new();
     if hidden > 0 {
-        notes.push(format!("{hidden} pods with the fewest records are not drawn"));
+        notes.push(format!(
+            "{hidden} pods with the fewest records are not drawn"
+        ));
     }
     if scene.marks_not_kept > 0 {
         notes.push(format!(
@@ -262,11 +268,15 @@ fn lifetimes_section(out: &mut String, a: &Analyzer, findings: &[Finding], scene
         ),
         _ => "How long each tunnel lived, on a log scale, stacked by who ended it. H6 finds no pile of lifetimes under one value: no cut-off to mark.".to_string(),
     };
-    let _ = writeln!(out, "<p class=\"note\">{}</p>\n<div class=\"scroll\">", Esc(&note));
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">{}</p>\n<div class=\"scroll\">",
+        Esc(&note)
+    );
     if let Some(h6) = h6 {
         histogram::svg(scene, cluster.as_ref(), h6, out);
     }
-    out.push_str("</div>\n<p class=\"legend\">");
+    out.push_str("</div>\n<p class=\"legend\"><b>lifetimes</b>");
     for s in Series::ALL {
         swatch(out, &format!("s-{}", s.key()), s.words());
     }

@@ -340,7 +340,9 @@ pub struct Mark {
 pub enum Life {
     Start,
     /// `draining`, with its deadline.
-    Drain { deadline: Option<i64> },
+    Drain {
+        deadline: Option<i64>,
+    },
     Stop {
         drained: Option<bool>,
         cut: Option<u64>,
@@ -348,7 +350,7 @@ pub enum Life {
 }
 
 /// Everything the page draws.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Scene {
     pub lanes: Vec<LaneInfo>,
     lane_index: HashMap<Box<str>, Lane>,
@@ -365,35 +367,12 @@ pub struct Scene {
     /// Health checks by (lane, second): how many passed, how many failed.
     pub health: HashMap<(Lane, i64), [u32; 2]>,
     pub health_not_kept: u64,
-    /// Lifetimes by how they ended (in [`Series::ALL`] order).
-    pub lifetimes: [Lifetimes; 5],
+    /// Lifetimes by how they ended (indexed by [`Series`]).
+    lifetimes: [Lifetimes; Series::ALL.len()],
     pub clients: HashMap<Box<str>, Client>,
     /// Clients past [`MAX_CLIENTS`], together.
     pub other_clients: Client,
     pub other_clients_n: u64,
-}
-
-impl Default for Scene {
-    fn default() -> Scene {
-        Scene {
-            lanes: Vec::new(),
-            lane_index: HashMap::new(),
-            last_lane: 0,
-            first: None,
-            last: None,
-            sessions: HashMap::new(),
-            sample_shift: 0,
-            marks: Vec::new(),
-            marks_not_kept: 0,
-            lifecycle: Vec::new(),
-            health: HashMap::new(),
-            health_not_kept: 0,
-            lifetimes: Default::default(),
-            clients: HashMap::new(),
-            other_clients: Client::default(),
-            other_clients_n: 0,
-        }
-    }
 }
 
 /// FNV-1a, then a finaliser so the high bits (the sample's) mix well: stable across runs
@@ -420,6 +399,15 @@ fn start_of(r: &Rec<'_>, t: i64) -> i64 {
 impl Scene {
     pub fn new() -> Scene {
         Scene::default()
+    }
+
+    /// The lifetimes of one series.
+    pub fn lifetimes_of(&self, series: Series) -> &Lifetimes {
+        &self.lifetimes[series as usize]
+    }
+
+    fn series(&mut self, series: Series) -> &mut Lifetimes {
+        &mut self.lifetimes[series as usize]
     }
 
     /// How many sessions stand for one drawn (1, 2, 4 …).
@@ -542,7 +530,7 @@ impl Scene {
                 && !r.handshake
                 && r.outcome == Outcome::ClientAborted);
         if poll_cut && let Some(ms) = r.duration_ms.filter(|d| d.is_finite()) {
-            self.lifetimes[4].add(ms);
+            self.series(Series::PollCut).add(ms);
         }
         if let Some(sid) = r.sid {
             let handshake_ok = r.handshake && status == 200;
@@ -561,9 +549,7 @@ impl Scene {
     fn tunnel_closed(&mut self, r: &Rec<'_>, lane: Lane) {
         let ms = r.duration_ms.filter(|d| d.is_finite() && *d >= 0.0);
         if let Some(ms) = ms {
-            let series = Series::of(r.closed_by);
-            let i = Series::ALL.iter().position(|s| *s == series).unwrap_or(3);
-            self.lifetimes[i].add(ms);
+            self.series(Series::of(r.closed_by)).add(ms);
             self.lanes[lane as usize].tally.tunnels.add(ms);
             if let Some(ip) = r.remote_ip {
                 self.client(ip).tally.tunnels.add(ms);
@@ -738,7 +724,9 @@ mod tests {
 
     #[test]
     fn medians() {
-        let cases: &[(&[f64], Option<(f64, f64)>)] = &[
+        // (lifetimes, the median's bounds)
+        type Case<'a> = (&'a [f64], Option<(f64, f64)>);
+        let cases: &[Case] = &[
             (&[], None),
             (&[3000.0], Some((2818.0, 3000.0))),
             (&[100.0, 3000.0, 3001.0], Some((2818.0, 3001.0))),
@@ -836,6 +824,9 @@ mod tests {
         // About n / 2^shift remain: the sample is the sids under the limit, not the first ones.
         let expected = n as f64 / s.sample_every() as f64;
         let got = s.sessions.len() as f64;
-        assert!((got - expected).abs() < expected * 0.2, "{got} vs {expected}");
+        assert!(
+            (got - expected).abs() < expected * 0.2,
+            "{got} vs {expected}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::escape::{Esc, clip};
-use super::scene::{Client, Lifetimes, Scene, Tally};
+use super::scene::{Client, Life, Lifetimes, Scene, Tally};
 use crate::report::analyze::secs;
 use crate::report::verdict::count;
 
@@ -17,15 +17,24 @@ fn num(out: &mut String, n: u64) {
     let _ = write!(out, r#"<td data-v="{n}">{}</td>"#, count(n));
 }
 
+/// A lifetime known to its bin (about 6 %): two significant figures, no more.
+fn rough(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("≈ {ms:.0} ms")
+    } else if ms < 10_000.0 {
+        format!("≈ {:.1} s", ms / 1000.0)
+    } else if ms < 100_000.0 {
+        format!("≈ {:.0} s", ms / 1000.0)
+    } else {
+        format!("≈ {}", secs(ms))
+    }
+}
+
 fn lifetime(out: &mut String, ms: Option<f64>, approx: bool) {
     match ms {
         Some(ms) => {
-            let _ = write!(
-                out,
-                r#"<td data-v="{ms:.3}">{}{}</td>"#,
-                if approx { "≈ " } else { "" },
-                secs(ms)
-            );
+            let shown = if approx { rough(ms) } else { secs(ms) };
+            let _ = write!(out, r#"<td data-v="{ms:.3}">{shown}</td>"#);
         }
         None => out.push_str(r#"<td data-v="-1">–</td>"#),
     }
@@ -81,11 +90,11 @@ pub fn pods(scene: &Scene, out: &mut String) {
     }
 }
 
-fn life_kind(w: &super::scene::Life) -> u8 {
+fn life_kind(w: &Life) -> u8 {
     match w {
-        super::scene::Life::Start => 0,
-        super::scene::Life::Drain { .. } => 1,
-        super::scene::Life::Stop { .. } => 2,
+        Life::Start => 0,
+        Life::Drain { .. } => 1,
+        Life::Stop { .. } => 2,
     }
 }
 
@@ -98,7 +107,12 @@ pub fn clients(scene: &Scene, out: &mut String) {
         return;
     }
     let mut rows: Vec<(&str, &Client)> = scene.clients.iter().map(|(k, c)| (&**k, c)).collect();
-    rows.sort_by(|a, b| b.1.tally.requests.cmp(&a.1.tally.requests).then(a.0.cmp(b.0)));
+    rows.sort_by(|a, b| {
+        b.1.tally
+            .requests
+            .cmp(&a.1.tally.requests)
+            .then(a.0.cmp(b.0))
+    });
     let _ = write!(
         out,
         r#"<table id="clients" class="sortable"><thead><tr><th data-type="text">client</th>{TALLY_HEAD}<th data-type="num">pods</th><th data-type="text">user agent (first seen)</th></tr></thead><tbody>"#
@@ -131,4 +145,22 @@ fn client_row(out: &mut String, name: &str, c: &Client) {
         Esc(ua),
         Esc(&clip(ua, 60))
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rough_lifetimes() {
+        let cases = [
+            (35.2, "≈ 35 ms"),
+            (2962.667, "≈ 3.0 s"),
+            (20_231.0, "≈ 20 s"),
+            (400_000.0, "≈ 400.0 s"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(rough(ms), want, "{ms}");
+        }
+    }
 }

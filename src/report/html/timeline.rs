@@ -127,7 +127,10 @@ pub fn svg(scene: &Scene, out: &mut String) -> usize {
         out.push_str("<p class=\"note\">No record carries a time: nothing to draw.</p>\n");
         return 0;
     };
-    let axis = Axis { t0, t1: t1.max(t0 + 1) };
+    let axis = Axis {
+        t0,
+        t1: t1.max(t0 + 1),
+    };
     let lanes = drawn_lanes(scene);
     let sessions: Vec<&Session> = {
         let mut v: Vec<&Session> = scene.sessions.values().collect();
@@ -135,7 +138,7 @@ pub fn svg(scene: &Scene, out: &mut String) -> usize {
         v
     };
     let (boxes, placed) = layout(&lanes, &sessions, axis);
-    let height = boxes.last().map_or(AXIS_H, |b| lane_bottom(b)) + 6.0;
+    let height = boxes.last().map_or(AXIS_H, lane_bottom) + 6.0;
     let width = LEFT + PLOT_W + RIGHT;
     let _ = writeln!(
         out,
@@ -159,7 +162,10 @@ pub fn svg(scene: &Scene, out: &mut String) -> usize {
         let (top, row_h, _) = lane_top[lane];
         let y = top + MARK_H + *row as f64 * row_h;
         bar(out, scene, s, axis, y, row_h);
-        bar_y.insert(s.hash, (y + row_h / 2.0, axis.x(s.home().map_or(t0, |h| h.end))));
+        bar_y.insert(
+            s.hash,
+            (y + row_h / 2.0, axis.x(s.home().map_or(t0, |h| h.end))),
+        );
     }
     marks(out, scene, axis, &lane_top, &bar_y);
     out.push_str("</svg>\n");
@@ -209,7 +215,7 @@ fn layout(
 fn ticks(out: &mut String, axis: Axis, height: f64) {
     let _ = writeln!(
         out,
-        r#"<g class="axis"><text x="{:.1}" y="12" class="axis-unit">UTC</text>"#,
+        r#"<g class="axis"><text x="{:.1}" y="14" text-anchor="end">UTC</text>"#,
         LEFT - 8.0
     );
     for t in axis.ticks() {
@@ -306,7 +312,10 @@ fn lifecycle(out: &mut String, scene: &Scene, axis: Axis, lanes: &HashMap<Lane, 
         let x = axis.x(*t);
         let name = &scene.lanes[*lane as usize].name;
         let (k, text) = match what {
-            Life::Start => ("start", format!("{name} started (listening) at {}", format_time(*t))),
+            Life::Start => (
+                "start",
+                format!("{name} started (listening) at {}", format_time(*t)),
+            ),
             Life::Drain { deadline } => {
                 if let Some(d) = deadline {
                     let end = stop_after(scene, *lane, *t).map_or(*d, |s| s.min(*d));
@@ -318,10 +327,12 @@ fn lifecycle(out: &mut String, scene: &Scene, axis: Axis, lanes: &HashMap<Lane, 
                         bottom - top + 6.0
                     );
                 }
-                let until = deadline.map_or(String::new(), |d| {
-                    format!(", deadline {}", format_time(d))
-                });
-                ("drain", format!("{name} draining (SIGTERM) at {}{until}", format_time(*t)))
+                let until =
+                    deadline.map_or(String::new(), |d| format!(", deadline {}", format_time(d)));
+                (
+                    "drain",
+                    format!("{name} draining (SIGTERM) at {}{until}", format_time(*t)),
+                )
             }
             Life::Stop { drained, cut } => {
                 let how = match (drained, cut) {
@@ -330,7 +341,10 @@ fn lifecycle(out: &mut String, scene: &Scene, axis: Axis, lanes: &HashMap<Lane, 
                     (Some(true), _) => ": drained".to_string(),
                     (None, _) => String::new(),
                 };
-                ("stop", format!("{name} stopped at {}{how}", format_time(*t)))
+                (
+                    "stop",
+                    format!("{name} stopped at {}{how}", format_time(*t)),
+                )
             }
         };
         let _ = writeln!(
@@ -517,15 +531,22 @@ mod tests {
             (&[(0.0, 10.0), (5.0, 6.0), (7.0, 8.0)], 2),
         ];
         for (bars, want) in cases {
-            let mut v: Vec<(f64, f64, usize)> =
-                bars.iter().enumerate().map(|(i, (a, b))| (*a, *b, i)).collect();
+            let mut v: Vec<(f64, f64, usize)> = bars
+                .iter()
+                .enumerate()
+                .map(|(i, (a, b))| (*a, *b, i))
+                .collect();
             let (placed, rows) = pack(&mut v);
             assert_eq!(rows, *want, "{bars:?}");
             assert_eq!(placed.len(), bars.len());
         }
         let mut many: Vec<(f64, f64, usize)> = (0..100).map(|i| (0.0, 100.0, i)).collect();
         let (placed, rows) = pack(&mut many);
-        assert_eq!((placed.len(), rows), (100, MAX_ROWS), "overflow shares rows");
+        assert_eq!(
+            (placed.len(), rows),
+            (100, MAX_ROWS),
+            "overflow shares rows"
+        );
     }
 
     #[test]
