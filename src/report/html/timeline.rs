@@ -16,8 +16,13 @@ pub const MAX_DRAWN_LANES: usize = 24;
 pub const MAX_DRAWN_MARKS: usize = 2000;
 /// Lines from a refusal back to its session's own pod.
 const MAX_LINKS: usize = 1000;
-/// Rows of bars in one lane; past this, bars share the least busy row.
-const MAX_ROWS: usize = 48;
+/// Height of all lanes' bars together (px): a lane gets its share, between the two below.
+const BARS_H: f64 = 1000.0;
+const LANE_MIN_H: f64 = 28.0;
+const LANE_MAX_H: f64 = 120.0;
+/// Rows are this thin at least; when a lane needs more rows, bars share the least busy one.
+const ROW_MIN_H: f64 = 2.0;
+const ROW_MAX_H: f64 = 8.0;
 
 pub const LEFT: f64 = 170.0;
 pub const PLOT_W: f64 = 1080.0;
@@ -85,15 +90,16 @@ struct LaneBox {
     row_h: f64,
 }
 
-/// Bars of one lane packed into rows: (session index, row); and the row count.
-fn pack(bars: &mut [(f64, f64, usize)]) -> (Vec<(usize, usize)>, usize) {
+/// Bars of one lane packed into at most `max_rows` rows: (session index, row); and the row
+/// count.
+fn pack(bars: &mut [(f64, f64, usize)], max_rows: usize) -> (Vec<(usize, usize)>, usize) {
     bars.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut row_ends: Vec<f64> = Vec::new();
     let mut placed = Vec::with_capacity(bars.len());
     for (x0, x1, i) in bars.iter() {
         let row = match row_ends.iter().position(|end| *end + 1.0 <= *x0) {
             Some(r) => r,
-            None if row_ends.len() < MAX_ROWS => {
+            None if row_ends.len() < max_rows.max(1) => {
                 row_ends.push(f64::MIN);
                 row_ends.len() - 1
             }
@@ -191,14 +197,16 @@ fn layout(
                 .push((axis.x(h.start), axis.x(h.end), i));
         }
     }
+    let lane_h = (BARS_H / lanes.len().max(1) as f64).clamp(LANE_MIN_H, LANE_MAX_H);
+    let max_rows = (lane_h / ROW_MIN_H) as usize;
     let mut top = AXIS_H;
     let mut boxes = Vec::new();
     let mut placed = Vec::new();
     for lane in lanes {
         let mut bars = per_lane.remove(lane).unwrap_or_default();
-        let (rows_of, rows) = pack(&mut bars);
+        let (rows_of, rows) = pack(&mut bars, max_rows);
         let rows = rows.max(1);
-        let row_h = (120.0 / rows as f64).clamp(2.0, 8.0);
+        let row_h = (lane_h / rows as f64).clamp(ROW_MIN_H, ROW_MAX_H);
         placed.extend(rows_of.into_iter().map(|(i, r)| (i, *lane, r)));
         let b = LaneBox {
             lane: *lane,
@@ -536,17 +544,13 @@ mod tests {
                 .enumerate()
                 .map(|(i, (a, b))| (*a, *b, i))
                 .collect();
-            let (placed, rows) = pack(&mut v);
+            let (placed, rows) = pack(&mut v, 10);
             assert_eq!(rows, *want, "{bars:?}");
             assert_eq!(placed.len(), bars.len());
         }
         let mut many: Vec<(f64, f64, usize)> = (0..100).map(|i| (0.0, 100.0, i)).collect();
-        let (placed, rows) = pack(&mut many);
-        assert_eq!(
-            (placed.len(), rows),
-            (100, MAX_ROWS),
-            "overflow shares rows"
-        );
+        let (placed, rows) = pack(&mut many, 10);
+        assert_eq!((placed.len(), rows), (100, 10), "overflow shares rows");
     }
 
     #[test]
