@@ -23,8 +23,18 @@ pub fn page(a: &Analyzer, findings: &[Finding], scene: &Scene, sources: &[String
     head(&mut out, a, findings);
     intro(&mut out, a, sources);
     verdicts(&mut out, a, findings);
-    timeline_section(&mut out, scene);
-    lifetimes_section(&mut out, a, findings, scene);
+    // The drawing that shows a confirmed (or isolated) cut-off comes first: that is the
+    // shape to see at a glance.
+    let h6_found = findings
+        .iter()
+        .any(|f| f.id == "H6" && matches!(f.verdict, Verdict::Confirmed | Verdict::Isolated));
+    if h6_found {
+        lifetimes_section(&mut out, a, findings, scene);
+        timeline_section(&mut out, scene);
+    } else {
+        timeline_section(&mut out, scene);
+        lifetimes_section(&mut out, a, findings, scene);
+    }
     out.push_str("<section id=\"pods-section\"><h2>Pods</h2>\n");
     tables::pods(scene, &mut out);
     out.push_str("</section>\n<section id=\"clients-section\"><h2>Clients</h2>\n");
