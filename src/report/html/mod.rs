@@ -12,7 +12,7 @@
 mod escape;
 mod histogram;
 mod page;
-pub mod scene;
+mod scene;
 mod tables;
 mod timeline;
 

@@ -206,8 +206,9 @@ async function checkScenario(browser, scenario) {
       c.ok(d.cutoffBox && d.cutoffBox.height > 50, 'the cut-off line is drawn tall enough to see', d.cutoffBox);
       c.ok(/^cut-off ≈ /.test(d.cutoffText), 'the cut-off is labelled', d.cutoffText);
     }
-    if (d.bars > 0) await c.step('hover and sort', () => checkHoverAndSort(page, c));
+    // As it opens: before hover and sorting change it.
     await page.screenshot({ path: path.join(sdir, 'report.png'), fullPage: true });
+    if (d.bars > 0) await c.step('hover and sort', () => checkHoverAndSort(page, c));
     c.equal(trouble, [], 'no console errors, page errors, dialogs or requests');
   } finally {
     await context.close();
