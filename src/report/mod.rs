@@ -404,9 +404,13 @@ fn on_interrupt(then: impl FnOnce() -> ExitCode + Send + 'static) {
             }
         });
         let code = then();
-        // `ExitCode` has no public number; 1 means confirmed, as in the exit code table.
-        let confirmed = code == ExitCode::from(1);
-        std::process::exit(i32::from(confirmed));
+        // `ExitCode` has no public number: 1 means confirmed, 2 that the page could not be
+        // written, as in the exit code table.
+        let number = [1, 2]
+            .into_iter()
+            .find(|n| code == ExitCode::from(*n))
+            .unwrap_or(0);
+        std::process::exit(i32::from(number));
     });
 }
 
