@@ -9,7 +9,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
@@ -251,9 +250,9 @@ async fn serve_connection(
                 stream: io.into_stream(),
                 early: parts.read_buf,
             };
-            if let Some(Handoff { mut stream, .. }) = info.hand_off(handoff) {
-                let _ = stream.shutdown().await;
-            }
+            // No tunnel took the socket: dropping it closes it (the same FIN a
+            // `shutdown` would send, one system call fewer).
+            drop(info.hand_off(handoff));
         }
         Err(e) => client_error(proxy.recorder(), &info, &e, io.last_status()),
     }

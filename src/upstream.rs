@@ -32,7 +32,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::limits::{UPSTREAM_MAX_HEADERS, UPSTREAM_POOL_IDLE};
@@ -262,10 +262,28 @@ impl AsyncRead for UpstreamIo {
     ) -> Poll<io::Result<()>> {
         loop {
             ready!(self.stream.poll_read_ready(cx))?;
-            // `try_read_buf` clears the readiness when the socket has nothing more.
-            match self.stream.try_read_buf(buf) {
+            // A read that leaves room in the buffer drained the socket: say so to tokio
+            // (a `WouldBlock` inside `try_io` clears the readiness; tokio compares event
+            // ticks, so data arriving meanwhile is not lost), as tunnel.rs does. Else
+            // hyper's next poll, after every response, spends a `recvfrom` to find
+            // nothing.
+            let room = buf.remaining();
+            let mut drained = false;
+            let stream = &self.stream;
+            let read = stream.try_io(Interest::READABLE, || {
+                let before = buf.filled().len();
+                stream.try_read_buf(buf)?;
+                let n = buf.filled().len() - before;
+                if n > 0 && n < room {
+                    drained = true;
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match read {
+                _ if drained => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                r => return Poll::Ready(r.map(|_| ())),
+                r => return Poll::Ready(r),
             }
         }
     }
