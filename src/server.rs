@@ -58,6 +58,7 @@ pub async fn run(
     let recorder = Recorder::new(cfg.clone(), sink.clone());
     sink.emit(listening(&cfg, listener.local_addr()?, admin_addr));
     let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, recorder.clone())));
+    let trim_task = tokio::spawn(crate::memory::give_back_after_bursts(recorder.clone()));
 
     let mut acceptor = Acceptor::new(&cfg, Proxy::new(cfg.clone(), recorder.clone()));
     acceptor.accept_until(&listener, &mut signals).await;
@@ -67,6 +68,7 @@ pub async fn run(
     if let Some(task) = admin_task {
         task.abort();
     }
+    trim_task.abort();
     let summary = Summary {
         drained,
         tunnels_closed_by_shutdown: recorder.drain.closed_by_shutdown(),
