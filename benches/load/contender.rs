@@ -242,9 +242,8 @@ impl Running {
     }
 
     /// Stops gracefully (each proxy's own graceful signal), waits at most 10 s, then
-    /// counts the lines its log gained: `(request lines, tunnel-closed lines)`; nginx and
-    /// haproxy log one line per request including upgrades, so their second number is 0.
-    pub fn stop(mut self) -> Option<(u64, u64)> {
+    /// reads its log.
+    pub fn stop(mut self) -> Option<LogCount> {
         let mut child = self.child.take()?;
         let signal = match self.kind {
             Kind::Nginx => "QUIT",
@@ -265,21 +264,51 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = fs::read_to_string(self.log.as_ref()?).ok()?;
-        Some(match self.kind {
-            Kind::Sockproxy | Kind::SockproxyB => text.lines().fold((0, 0), |(req, closed), l| {
-                if l.contains(r#""event":"request""#) || l.contains(r#""event":"upgrade""#) {
-                    (req + 1, closed)
-                } else if l.contains(r#""event":"tunnel_closed""#) {
-                    (req, closed + 1)
-                } else {
-                    (req, closed)
+        Some(LogCount::of(self.kind, &text))
+    }
+}
+
+/// What a proxy's log holds after a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogCount {
+    /// Lines for requests and upgrades (nginx and haproxy log one per request, upgrades
+    /// included; sockproxy its `request` and `upgrade` records).
+    pub lines: u64,
+    /// sockproxy's `tunnel_closed` records (0 for the others).
+    pub closed: u64,
+    /// Polling GETs' lines and their bytes, newline included.
+    pub poll_lines: u64,
+    pub poll_bytes: u64,
+}
+
+impl LogCount {
+    fn of(kind: Kind, text: &str) -> LogCount {
+        let mut n = LogCount::default();
+        let sockproxy = matches!(kind, Kind::Sockproxy | Kind::SockproxyB);
+        for l in text.lines() {
+            let request = if sockproxy {
+                if l.contains(r#""event":"tunnel_closed""#) {
+                    n.closed += 1;
                 }
-            }),
-            _ => (
-                text.lines().filter(|l| l.starts_with('{')).count() as u64,
-                0,
-            ),
-        })
+                l.contains(r#""event":"request""#) || l.contains(r#""event":"upgrade""#)
+            } else {
+                l.starts_with('{')
+            };
+            if !request {
+                continue;
+            }
+            n.lines += 1;
+            if l.contains("transport=polling") {
+                n.poll_lines += 1;
+                n.poll_bytes += l.len() as u64 + 1;
+            }
+        }
+        n
+    }
+
+    /// Mean bytes of a polling GET's log line.
+    pub fn poll_bytes_mean(&self) -> Option<f64> {
+        (self.poll_lines > 0).then(|| self.poll_bytes as f64 / self.poll_lines as f64)
     }
 }
 
