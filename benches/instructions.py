@@ -8,6 +8,10 @@
         starts `WRAPPER... BIN run ...` (valgrind or strace), waits for its `listening`
         record, does N units of MODE, stops it with SIGINT and checks that every unit got
         its record.
+    python3 benches/instructions.py client MODE N BACKEND WRAPPER... -- nginx|haproxy
+        the same with a peer in sockproxy's place, configured as in the load bench
+        (benches/load/contender.rs: upstream keep-alive, a JSON access log of the same
+        headers) but as one process (nginx `master_process off`) writing its log to a file.
 
 MODE is one of
     keepalive   polling GETs, 4 keep-alive connections taking turns
@@ -16,16 +20,20 @@ MODE is one of
     rtt         one websocket, N round trips of a 32-byte binary message
 
 The request carries the headers a browser behind the GKE load balancer sends, as the
-load bench's do. Nothing here waits on a clock: every step waits for the bytes it needs.
+load bench's do. Every step waits for the bytes it needs; only a peer's start is polled
+(its port accepting), since it has no record to say it listens.
 """
 
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 HEADERS = (
     b"Host: ide.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Chrome/120\r\n"
@@ -173,9 +181,131 @@ def expected(mode, n):
     }[mode]
 
 
+NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+  log_format sio escape=json '{{"time":"$time_iso8601","client":"$remote_addr:$remote_port",'
+    '"method":"$request_method","uri":"$request_uri","status":$status,'
+    '"request_time":$request_time,"bytes_in":$request_length,"bytes_out":$bytes_sent,'
+    '"upgrade":"$http_upgrade","connection":"$http_connection","host":"$http_host",'
+    '"origin":"$http_origin","x_forwarded_for":"$http_x_forwarded_for",'
+    '"x_forwarded_proto":"$http_x_forwarded_proto","cookie":"$http_cookie",'
+    '"user_agent":"$http_user_agent","sec_websocket_key":"$http_sec_websocket_key",'
+    '"upstream_status":"$upstream_status","upstream_time":"$upstream_response_time"}}';
+  access_log {d}/access.log sio buffer=64k flush=1s;
+  keepalive_requests 1000000;
+  map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+  upstream theia {{ server {backend}; keepalive 64; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://theia;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection $connection_upgrade;
+      proxy_set_header Host $host;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_read_timeout 3600s;
+    }}
+  }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 4096
+  log stdout format raw local0
+defaults
+  mode http
+  log global
+  option dontlognull
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 3600s
+  timeout server 3600s
+  timeout tunnel 3600s
+frontend sio
+  bind 127.0.0.1:{port}
+{captures}  log-format '{{"time":"%t","client":"%ci:%cp","method":"%HM","uri":"%[capture.req.uri,json(utf8s)]","status":%ST,"request_time_ms":%Ta,"bytes_in":%U,"bytes_out":%B{fields}}}'
+  option forwardfor
+  default_backend theia
+backend theia
+  server theia {backend}
+"""
+
+HAPROXY_HEADERS = ["upgrade", "connection", "host", "origin", "x-forwarded-for",
+                   "x-forwarded-proto", "cookie", "user-agent", "sec-websocket-key"]
+
+
+def start_peer(kind, wrapper, backend_addr):
+    """Starts nginx or haproxy under `wrapper` on a free port: (process, port, its dir)."""
+    d = tempfile.mkdtemp(prefix="instructions-")
+    os.makedirs(f"{d}/tmp")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    if kind == "nginx":
+        with open(f"{d}/nginx.conf", "w") as f:
+            f.write(NGINX_CONF.format(d=d, port=port, backend=backend_addr))
+        cmd = ["nginx", "-p", d, "-c", f"{d}/nginx.conf", "-e", f"{d}/nginx-error.log"]
+        out = subprocess.DEVNULL
+    else:
+        captures = "".join(f"  http-request capture req.fhdr({h}) len 512\n"
+                           for h in HAPROXY_HEADERS)
+        fields = "".join(f',"{h.replace("-", "_")}":"%[capture.req.hdr({i}),json(utf8s)]"'
+                         for i, h in enumerate(HAPROXY_HEADERS))
+        with open(f"{d}/haproxy.cfg", "w") as f:
+            f.write(HAPROXY_CONF.format(port=port, backend=backend_addr,
+                                        captures=captures, fields=fields))
+        cmd = ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]
+        out = open(f"{d}/access.log", "w")
+    proc = subprocess.Popen(wrapper + cmd, stdout=out)
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return proc, port, d
+        except ConnectionRefusedError:
+            if proc.poll() is not None:
+                sys.exit(f"instructions: {kind} did not start ({d})")
+            time.sleep(0.05)
+
+
+def stop(proc, sig):
+    """Sends `sig` to the proxy itself (strace runs it as its child) and waits."""
+    try:
+        with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+            tracees = [int(p) for p in f.read().split()]
+    except OSError:
+        tracees = []
+    for pid in tracees or [proc.pid]:
+        os.kill(pid, sig)
+
+
+def peer(mode, n, backend_addr, wrapper, kind):
+    proc, port, d = start_peer(kind, wrapper, backend_addr)
+    run_mode(mode, n, "127.0.0.1", port)
+    stop(proc, signal.SIGQUIT if kind == "nginx" else signal.SIGUSR1)
+    proc.wait()
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def client(mode, n, backend_addr, argv):
     split = argv.index("--")
     wrapper, binary = argv[:split], argv[split + 1]
+    if binary in ("nginx", "haproxy"):
+        return peer(mode, n, backend_addr, wrapper, binary)
     proxy = subprocess.Popen(
         wrapper
         + [binary, "run", "--listen", "127.0.0.1:0", "--upstream", backend_addr,
@@ -187,14 +317,7 @@ def client(mode, n, backend_addr, argv):
         sys.exit(f"instructions: {binary} did not start; see the wrapper's log")
     host, port = first["listen"].rsplit(":", 1)
     run_mode(mode, n, host, int(port))
-    # strace runs the proxy as its child, and would only detach on a SIGINT of its own.
-    try:
-        with open(f"/proc/{proxy.pid}/task/{proxy.pid}/children") as f:
-            tracees = [int(p) for p in f.read().split()]
-    except OSError:
-        tracees = []
-    for pid in tracees or [proxy.pid]:
-        os.kill(pid, signal.SIGINT)
+    stop(proxy, signal.SIGINT)
     out = proxy.stdout.read()
     proxy.wait()
     got = (out.count('"event":"request"') + out.count('"event":"upgrade"'),
