@@ -49,6 +49,8 @@ pub struct Setup<'a> {
     pub proxy_cpu: Option<&'a str>,
     /// Enough file descriptors / connections for the idle-tunnel workload.
     pub max_conns: usize,
+    /// The open-file limit every process here has (a container may cap the hard limit).
+    pub fd_limit: usize,
 }
 
 /// A started contender.
@@ -98,8 +100,7 @@ pub fn start(kind: Kind, s: &Setup<'_>, round: usize) -> Result<Running, String>
     let (program, args, log, stdout_to_log): (String, Vec<String>, PathBuf, bool) = match kind {
         Kind::Nginx => {
             let conf = dir.join("nginx.conf");
-            fs::write(&conf, nginx_conf(&dir, port, s.backend, s.max_conns))
-                .map_err(|e| e.to_string())?;
+            fs::write(&conf, nginx_conf(&dir, port, s)).map_err(|e| e.to_string())?;
             let args = ["-p", path(&dir), "-c", path(&conf), "-e", "stderr"]
                 .into_iter()
                 .map(String::from)
@@ -109,8 +110,7 @@ pub fn start(kind: Kind, s: &Setup<'_>, round: usize) -> Result<Running, String>
         }
         Kind::Haproxy => {
             let conf = dir.join("haproxy.cfg");
-            fs::write(&conf, haproxy_conf(port, s.backend, s.max_conns))
-                .map_err(|e| e.to_string())?;
+            fs::write(&conf, haproxy_conf(port, s)).map_err(|e| e.to_string())?;
             let args = vec!["-db".into(), "-f".into(), path(&conf).into()];
             ("haproxy".into(), args, dir.join("access.log"), true)
         }
@@ -337,8 +337,9 @@ const NGINX_PROXY: &str = "\
       proxy_read_timeout 3600s;
 ";
 
-fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr, max_conns: usize) -> String {
+fn nginx_conf(dir: &Path, port: u16, s: &Setup<'_>) -> String {
     let d = path(dir);
+    let backend = s.backend;
     let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .iter()
         .map(|m| format!("  {m}_temp_path {d}/tmp/{m};\n"))
@@ -378,8 +379,8 @@ http {{
   }}
 }}
 "#,
-        nofile = max_conns * 2 + 1024,
-        conns = max_conns * 2 + 512,
+        nofile = (s.max_conns * 2 + 1024).min(s.fd_limit),
+        conns = (s.max_conns * 2 + 512).min(s.fd_limit.saturating_sub(64)),
         proxy = NGINX_PROXY,
     )
 }
@@ -387,7 +388,8 @@ http {{
 /// One thread, HTTP mode with keep-alive on both sides and server connection reuse,
 /// websockets as tunnels, and a JSON log line per request with the same headers,
 /// written to stdout (which the bench sends to a file).
-fn haproxy_conf(port: u16, backend: SocketAddr, max_conns: usize) -> String {
+fn haproxy_conf(port: u16, s: &Setup<'_>) -> String {
+    let backend = s.backend;
     let captures: String = [
         ("upgrade", 32),
         ("connection", 64),
@@ -443,6 +445,8 @@ frontend sio
 backend theia
   server theia {backend} maxconn {maxconn}
 "#,
-        maxconn = max_conns * 2 + 512,
+        // HAProxy refuses to start when maxconn needs more descriptors than it may
+        // open (two per proxied connection, and some of its own).
+        maxconn = (s.max_conns * 2 + 512).min(s.fd_limit.saturating_sub(256) / 2),
     )
 }

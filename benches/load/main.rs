@@ -94,6 +94,17 @@ async fn cpu_settled(c: &Running, us_per_tick: f64) -> f64 {
     c.cpu_ticks() as f64 * us_per_tick
 }
 
+/// This process's open-file limit (`Max open files` in /proc/self/limits).
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -120,12 +131,23 @@ fn run(cmd: &str, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let o = Opts::parse();
+    let mut o = Opts::parse();
     let pid = std::process::id().to_string();
     let cpus = cpus();
     // Pin ourselves (backend + load, all threads to come) to CPU 1, the proxy to CPU 0.
     let pinned = cpus >= 2 && run("taskset", &["-a", "-p", "-c", "1", &pid]).is_some();
     let _ = run("prlimit", &["--pid", &pid, "--nofile=65536:65536"]);
+    let fd_limit = fd_limit();
+    // Each idle tunnel holds two sockets in this process (client and backend side) and
+    // two in the proxy: stay under the open-file limit with room for the rest.
+    let idle_max = fd_limit.saturating_sub(1536) / 2;
+    if o.idle > idle_max {
+        eprintln!(
+            "load bench: {} idle tunnels would pass the open-file limit ({fd_limit}); opening {idle_max}",
+            o.idle
+        );
+        o.idle = idle_max;
+    }
     let clk_tck: f64 = run("getconf", &["CLK_TCK"])
         .and_then(|v| v.parse().ok())
         .unwrap_or(100.0);
@@ -191,6 +213,7 @@ fn main() {
             sockproxy_b: sockproxy_b.as_deref(),
             proxy_cpu: pinned.then_some("0"),
             max_conns: o.idle + 1024,
+            fd_limit,
         };
         let mut results = Results::default();
         let mut problems = Vec::new();
