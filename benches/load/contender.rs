@@ -237,6 +237,15 @@ impl Running {
             .sum()
     }
 
+    /// Open file descriptors of the proxy's processes.
+    pub fn open_fds(&self) -> usize {
+        self.pids
+            .iter()
+            .filter_map(|p| fs::read_dir(format!("/proc/{p}/fd")).ok())
+            .map(|d| d.count())
+            .sum()
+    }
+
     pub fn is_proxy(&self) -> bool {
         self.child.is_some()
     }

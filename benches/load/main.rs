@@ -365,6 +365,7 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
 async fn idle_tunnels(c: &Running, o: &Opts, settle: Duration, r: &mut Results, owed: &mut Owed) {
     let name = c.kind.name();
     let rss0 = c.rss_kib();
+    let fds0 = c.open_fds();
     let (open, errs) = workload::open_idle(c.addr, o.idle).await;
     tokio::time::sleep(settle * 2).await;
     let rss1 = c.rss_kib();
@@ -379,9 +380,18 @@ async fn idle_tunnels(c: &Running, o: &Opts, settle: Duration, r: &mut Results, 
     owed.upgrades += open.len() as u64;
     owed.errors += errs;
     drop(open);
-    tokio::time::sleep(settle * 2).await;
     if c.is_proxy() {
+        // "Closed" means the proxy closed its sockets (nginx may take seconds for 9000 on
+        // a busy machine): wait for its descriptors to come back near where they were,
+        // at most 30 s, then give it the settle time to free what they held.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.open_fds() > fds0 + 16 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(settle * 2).await;
         r.push(name, "burst_rss_mib", c.rss_kib() as f64 / 1024.0);
+    } else {
+        tokio::time::sleep(settle * 2).await;
     }
 }
 
