@@ -49,6 +49,8 @@ pub struct Setup<'a> {
     pub proxy_cpu: Option<&'a str>,
     /// Enough file descriptors / connections for the idle-tunnel workload.
     pub max_conns: usize,
+    /// The open-file limit every process here has (a container may cap the hard limit).
+    pub fd_limit: usize,
 }
 
 /// A started contender.
@@ -98,8 +100,7 @@ pub fn start(kind: Kind, s: &Setup<'_>, round: usize) -> Result<Running, String>
     let (program, args, log, stdout_to_log): (String, Vec<String>, PathBuf, bool) = match kind {
         Kind::Nginx => {
             let conf = dir.join("nginx.conf");
-            fs::write(&conf, nginx_conf(&dir, port, s.backend, s.max_conns))
-                .map_err(|e| e.to_string())?;
+            fs::write(&conf, nginx_conf(&dir, port, s)).map_err(|e| e.to_string())?;
             let args = ["-p", path(&dir), "-c", path(&conf), "-e", "stderr"]
                 .into_iter()
                 .map(String::from)
@@ -109,8 +110,7 @@ pub fn start(kind: Kind, s: &Setup<'_>, round: usize) -> Result<Running, String>
         }
         Kind::Haproxy => {
             let conf = dir.join("haproxy.cfg");
-            fs::write(&conf, haproxy_conf(port, s.backend, s.max_conns))
-                .map_err(|e| e.to_string())?;
+            fs::write(&conf, haproxy_conf(port, s)).map_err(|e| e.to_string())?;
             let args = vec!["-db".into(), "-f".into(), path(&conf).into()];
             ("haproxy".into(), args, dir.join("access.log"), true)
         }
@@ -237,14 +237,22 @@ impl Running {
             .sum()
     }
 
+    /// Open file descriptors of the proxy's processes.
+    pub fn open_fds(&self) -> usize {
+        self.pids
+            .iter()
+            .filter_map(|p| fs::read_dir(format!("/proc/{p}/fd")).ok())
+            .map(|d| d.count())
+            .sum()
+    }
+
     pub fn is_proxy(&self) -> bool {
         self.child.is_some()
     }
 
     /// Stops gracefully (each proxy's own graceful signal), waits at most 10 s, then
-    /// counts the lines its log gained: `(request lines, tunnel-closed lines)`; nginx and
-    /// haproxy log one line per request including upgrades, so their second number is 0.
-    pub fn stop(mut self) -> Option<(u64, u64)> {
+    /// reads its log.
+    pub fn stop(mut self) -> Option<LogCount> {
         let mut child = self.child.take()?;
         let signal = match self.kind {
             Kind::Nginx => "QUIT",
@@ -265,21 +273,51 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
         let text = fs::read_to_string(self.log.as_ref()?).ok()?;
-        Some(match self.kind {
-            Kind::Sockproxy | Kind::SockproxyB => text.lines().fold((0, 0), |(req, closed), l| {
-                if l.contains(r#""event":"request""#) || l.contains(r#""event":"upgrade""#) {
-                    (req + 1, closed)
-                } else if l.contains(r#""event":"tunnel_closed""#) {
-                    (req, closed + 1)
-                } else {
-                    (req, closed)
+        Some(LogCount::of(self.kind, &text))
+    }
+}
+
+/// What a proxy's log holds after a run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LogCount {
+    /// Lines for requests and upgrades (nginx and haproxy log one per request, upgrades
+    /// included; sockproxy its `request` and `upgrade` records).
+    pub lines: u64,
+    /// sockproxy's `tunnel_closed` records (0 for the others).
+    pub closed: u64,
+    /// Polling GETs' lines and their bytes, newline included.
+    pub poll_lines: u64,
+    pub poll_bytes: u64,
+}
+
+impl LogCount {
+    fn of(kind: Kind, text: &str) -> LogCount {
+        let mut n = LogCount::default();
+        let sockproxy = matches!(kind, Kind::Sockproxy | Kind::SockproxyB);
+        for l in text.lines() {
+            let request = if sockproxy {
+                if l.contains(r#""event":"tunnel_closed""#) {
+                    n.closed += 1;
                 }
-            }),
-            _ => (
-                text.lines().filter(|l| l.starts_with('{')).count() as u64,
-                0,
-            ),
-        })
+                l.contains(r#""event":"request""#) || l.contains(r#""event":"upgrade""#)
+            } else {
+                l.starts_with('{')
+            };
+            if !request {
+                continue;
+            }
+            n.lines += 1;
+            if l.contains("transport=polling") {
+                n.poll_lines += 1;
+                n.poll_bytes += l.len() as u64 + 1;
+            }
+        }
+        n
+    }
+
+    /// Mean bytes of a polling GET's log line.
+    pub fn poll_bytes_mean(&self) -> Option<f64> {
+        (self.poll_lines > 0).then(|| self.poll_bytes as f64 / self.poll_lines as f64)
     }
 }
 
@@ -308,8 +346,9 @@ const NGINX_PROXY: &str = "\
       proxy_read_timeout 3600s;
 ";
 
-fn nginx_conf(dir: &Path, port: u16, backend: SocketAddr, max_conns: usize) -> String {
+fn nginx_conf(dir: &Path, port: u16, s: &Setup<'_>) -> String {
     let d = path(dir);
+    let backend = s.backend;
     let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
         .iter()
         .map(|m| format!("  {m}_temp_path {d}/tmp/{m};\n"))
@@ -349,8 +388,8 @@ http {{
   }}
 }}
 "#,
-        nofile = max_conns * 2 + 1024,
-        conns = max_conns * 2 + 512,
+        nofile = (s.max_conns * 2 + 1024).min(s.fd_limit),
+        conns = (s.max_conns * 2 + 512).min(s.fd_limit.saturating_sub(64)),
         proxy = NGINX_PROXY,
     )
 }
@@ -358,7 +397,8 @@ http {{
 /// One thread, HTTP mode with keep-alive on both sides and server connection reuse,
 /// websockets as tunnels, and a JSON log line per request with the same headers,
 /// written to stdout (which the bench sends to a file).
-fn haproxy_conf(port: u16, backend: SocketAddr, max_conns: usize) -> String {
+fn haproxy_conf(port: u16, s: &Setup<'_>) -> String {
+    let backend = s.backend;
     let captures: String = [
         ("upgrade", 32),
         ("connection", 64),
@@ -414,6 +454,8 @@ frontend sio
 backend theia
   server theia {backend} maxconn {maxconn}
 "#,
-        maxconn = max_conns * 2 + 512,
+        // HAProxy refuses to start when maxconn needs more descriptors than it may
+        // open (two per proxied connection, and some of its own).
+        maxconn = (s.max_conns * 2 + 512).min(s.fd_limit.saturating_sub(256) / 2),
     )
 }

@@ -54,7 +54,7 @@ impl Opts {
                 smoke,
                 rounds: 5,
                 secs: 3.0,
-                idle: 2000,
+                idle: 9000,
                 rtts: 30_000,
                 only: None,
             }
@@ -94,8 +94,33 @@ async fn cpu_settled(c: &Running, us_per_tick: f64) -> f64 {
     c.cpu_ticks() as f64 * us_per_tick
 }
 
+/// This process's open-file limit (`Max open files` in /proc/self/limits).
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse().ok()
+        })
+        .unwrap_or(1024)
+}
+
 fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A full run installs the peers it lacks (nginx-light, haproxy) with `benches/setup`
+/// (apt-get, as root); a contender still missing afterwards is skipped and named.
+fn install_peers() {
+    if contender::available("nginx") && contender::available("haproxy") {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/setup");
+    eprintln!("load bench: nginx or haproxy missing; running {script}");
+    match Command::new("bash").arg(script).status() {
+        Ok(s) if s.success() => {}
+        other => eprintln!("load bench: {script} failed ({other:?}); going on without"),
+    }
 }
 
 fn run(cmd: &str, args: &[&str]) -> Option<String> {
@@ -106,12 +131,23 @@ fn run(cmd: &str, args: &[&str]) -> Option<String> {
 }
 
 fn main() {
-    let o = Opts::parse();
+    let mut o = Opts::parse();
     let pid = std::process::id().to_string();
     let cpus = cpus();
     // Pin ourselves (backend + load, all threads to come) to CPU 1, the proxy to CPU 0.
     let pinned = cpus >= 2 && run("taskset", &["-a", "-p", "-c", "1", &pid]).is_some();
     let _ = run("prlimit", &["--pid", &pid, "--nofile=65536:65536"]);
+    let fd_limit = fd_limit();
+    // Each idle tunnel holds two sockets in this process (client and backend side) and
+    // two in the proxy: stay under the open-file limit with room for the rest.
+    let idle_max = fd_limit.saturating_sub(1536) / 2;
+    if o.idle > idle_max {
+        eprintln!(
+            "load bench: {} idle tunnels would pass the open-file limit ({fd_limit}); opening {idle_max}",
+            o.idle
+        );
+        o.idle = idle_max;
+    }
     let clk_tck: f64 = run("getconf", &["CLK_TCK"])
         .and_then(|v| v.parse().ok())
         .unwrap_or(100.0);
@@ -125,6 +161,9 @@ fn main() {
         PathBuf::from,
     );
 
+    if !o.smoke {
+        install_peers();
+    }
     let mut kinds = vec![Kind::Direct, Kind::Nginx];
     let mut skipped = Vec::new();
     for k in [Kind::Haproxy] {
@@ -174,6 +213,7 @@ fn main() {
             sockproxy_b: sockproxy_b.as_deref(),
             proxy_cpu: pinned.then_some("0"),
             max_conns: o.idle + 1024,
+            fd_limit,
         };
         let mut results = Results::default();
         let mut problems = Vec::new();
@@ -204,9 +244,10 @@ fn main() {
     let kernel = run("uname", &["-r"]).unwrap_or_default();
     let header = format!(
         "Load bench ({} mode): {} round(s), medians with ± half the range over rounds, (ratio \
-         to nginx's median). Proxy on CPU 0, backend + load on CPU 1 (pinned: {pinned}); \
-         {} s per timed workload, {} idle tunnels, {} RTT samples per round; run took {secs:.0} s. \
-         Linux {kernel}, {} CPUs.",
+         to the best peer's median: the better of nginx and haproxy on that figure). Proxy \
+         on CPU 0, backend + load on CPU 1 (pinned: {pinned}); {} s per timed workload, {} \
+         idle tunnels (all closed at once before the RSS after them is read), {} RTT samples \
+         per round; run took {secs:.0} s. Linux {kernel}, {} CPUs.",
         if o.smoke { "smoke" } else { "full" },
         o.rounds,
         o.secs,
@@ -268,17 +309,23 @@ fn own_ticks() -> u64 {
     n(11) + n(12)
 }
 
+/// What a contender's workloads owe its log, added up as they run.
+#[derive(Default)]
+struct Owed {
+    /// Log lines: one per answered request or upgrade.
+    expected: u64,
+    /// Upgrades (sockproxy owes a `tunnel_closed` for each).
+    upgrades: u64,
+    /// Failed attempts.
+    errors: u64,
+}
+
 /// Runs every workload against one started contender and adds its figures; returns a
 /// problem that should fail a smoke run, if any.
 async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<String> {
     let name = c.kind.name();
-    let dur = Duration::from_secs_f64(o.secs);
     let settle = Duration::from_millis(if o.smoke { 50 } else { 300 });
-    let us_per_tick = 1e6 / clk_tck;
-    let cpu = |c: &Running| c.cpu_ticks() as f64 * us_per_tick;
-    let mut expected = 0u64;
-    let mut upgrades = 0u64;
-    let mut errors = 0u64;
+    let mut owed = Owed::default();
 
     tokio::time::sleep(settle).await;
     if c.is_proxy() {
@@ -290,85 +337,9 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
         own_ticks(),
         c.cpu_ticks(),
     );
-
-    // Idle tunnels first, so that no earlier workload's freed memory hides their cost.
-    let rss0 = c.rss_kib();
-    let (open, errs) = workload::open_idle(c.addr, o.idle).await;
-    tokio::time::sleep(settle * 2).await;
-    let rss1 = c.rss_kib();
-    if c.is_proxy() && !open.is_empty() {
-        r.push(
-            name,
-            "idle_rss_kib",
-            (rss1 as f64 - rss0 as f64) / open.len() as f64,
-        );
-    }
-    expected += open.len() as u64;
-    upgrades += open.len() as u64;
-    errors += errs;
-    drop(open);
-    tokio::time::sleep(settle).await;
-
-    // Timed request workloads: (figure for the rate, figure for CPU per unit).
-    let c0 = cpu(&c);
-    let d = workload::polling_keepalive(c.addr, 32, dur).await;
-    let c1 = cpu_settled(&c, us_per_tick).await;
-    rate(r, &c, "poll_rps", "poll_cpu_us", d, c1 - c0);
-    expected += d.requests;
-    errors += d.errors;
-
-    let c0 = cpu(&c);
-    let d = workload::polling_new_conn(c.addr, 16, dur).await;
-    let c1 = cpu_settled(&c, us_per_tick).await;
-    rate(r, &c, "newconn_rps", "newconn_cpu_us", d, c1 - c0);
-    expected += d.requests;
-    errors += d.errors;
-
-    let c0 = cpu(&c);
-    match workload::ws_rtt(c.addr, o.rtts).await {
-        Ok((mut rtts, _)) => {
-            let c1 = cpu_settled(&c, us_per_tick).await;
-            rtts.sort_by(f64::total_cmp);
-            let pct = |p: f64| rtts[((rtts.len() as f64 * p) as usize).min(rtts.len() - 1)];
-            r.push(name, "rtt_p50_us", pct(0.50));
-            r.push(name, "rtt_p90_us", pct(0.90));
-            r.push(name, "rtt_p99_us", pct(0.99));
-            if c.is_proxy() {
-                r.push(name, "rtt_cpu_us", (c1 - c0) / rtts.len() as f64);
-            }
-            expected += 1;
-            upgrades += 1;
-        }
-        Err(e) => {
-            eprint!("[ws rtt failed: {e}] ");
-            errors += 1;
-        }
-    }
-
-    let c0 = cpu(&c);
-    match workload::ws_throughput(c.addr, 4, 64 * 1024, 8, dur).await {
-        Ok((in_time, total, _)) => {
-            let c1 = cpu_settled(&c, us_per_tick).await;
-            r.push(name, "ws_mbps", in_time as f64 / 1e6 / o.secs);
-            if c.is_proxy() && total > 0 {
-                r.push(name, "ws_cpu_us_per_mb", (c1 - c0) / (total as f64 / 1e6));
-            }
-            expected += 4;
-            upgrades += 4;
-        }
-        Err(e) => {
-            eprint!("[ws throughput failed: {e}] ");
-            errors += 1;
-        }
-    }
-
-    let c0 = cpu(&c);
-    let d = workload::handshakes(c.addr, 16, dur).await;
-    let c1 = cpu_settled(&c, us_per_tick).await;
-    rate(r, &c, "hs_rate", "hs_cpu_us", d, c1 - c0);
-    expected += d.count;
-    upgrades += d.upgrades;
-    errors += d.errors;
+    idle_tunnels(&c, o, settle, r, &mut owed).await;
+    request_workloads(&c, o, clk_tck, r, &mut owed).await;
+    websocket_workloads(&c, o, clk_tck, r, &mut owed).await;
 
     let (t0, busy0, own0, proxy0) = context0;
     let foreign = (machine_busy_ticks() - busy0) as f64
@@ -379,8 +350,6 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
         "foreign_cpu_pct",
         (foreign / clk_tck / t0.elapsed().as_secs_f64() * 100.0).max(0.0),
     );
-
-    let kind = c.kind;
     let mut problem = None;
     if r.values
         .get(name)
@@ -388,24 +357,157 @@ async fn measure(c: Running, o: &Opts, clk_tck: f64, r: &mut Results) -> Option<
     {
         problem = Some(format!("{name}: the websocket workloads failed"));
     }
-    if let Some((lines, closed)) = c.stop() {
-        let mut missing = expected as f64 - lines as f64;
-        let is_sockproxy = matches!(kind, Kind::Sockproxy | Kind::SockproxyB);
-        if is_sockproxy {
-            // Every upgrade also owes a tunnel_closed.
-            missing += (upgrades as f64 - closed as f64).max(0.0);
+    check_log(c, &owed, r).or(problem)
+}
+
+/// Idle tunnels first, so that no earlier workload's freed memory hides their cost; then
+/// they all close at once, and what the proxy holds after that burst is read.
+async fn idle_tunnels(c: &Running, o: &Opts, settle: Duration, r: &mut Results, owed: &mut Owed) {
+    let name = c.kind.name();
+    let rss0 = c.rss_kib();
+    let fds0 = c.open_fds();
+    let (open, errs) = workload::open_idle(c.addr, o.idle).await;
+    tokio::time::sleep(settle * 2).await;
+    let rss1 = c.rss_kib();
+    if c.is_proxy() && !open.is_empty() {
+        r.push(
+            name,
+            "idle_rss_kib",
+            (rss1 as f64 - rss0 as f64) / open.len() as f64,
+        );
+    }
+    owed.expected += open.len() as u64;
+    owed.upgrades += open.len() as u64;
+    owed.errors += errs;
+    drop(open);
+    if c.is_proxy() {
+        // "Closed" means the proxy closed its sockets (nginx may take seconds for 9000 on
+        // a busy machine): wait for its descriptors to come back near where they were,
+        // at most 30 s, then give it the settle time to free what they held.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while c.open_fds() > fds0 + 16 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        r.push(name, "records_missing", missing);
-        if is_sockproxy && missing != 0.0 {
-            problem = Some(format!("{name}: {missing} records missing"));
+        tokio::time::sleep(settle * 2).await;
+        r.push(name, "burst_rss_mib", c.rss_kib() as f64 / 1024.0);
+    } else {
+        tokio::time::sleep(settle * 2).await;
+    }
+}
+
+/// Polling GETs on keep-alive connections, then one per new connection.
+async fn request_workloads(c: &Running, o: &Opts, clk_tck: f64, r: &mut Results, owed: &mut Owed) {
+    let name = c.kind.name();
+    let dur = Duration::from_secs_f64(o.secs);
+    let us_per_tick = 1e6 / clk_tck;
+
+    let c0 = c.cpu_ticks() as f64 * us_per_tick;
+    let d = workload::polling_keepalive(c.addr, 32, dur).await;
+    let c1 = cpu_settled(c, us_per_tick).await;
+    owed.expected += d.requests;
+    owed.errors += d.errors;
+    rate(r, c, "poll_rps", "poll_cpu_us", &d, c1 - c0);
+
+    let c0 = c.cpu_ticks() as f64 * us_per_tick;
+    let mut d = workload::polling_new_conn(c.addr, 16, dur).await;
+    let c1 = cpu_settled(c, us_per_tick).await;
+    owed.expected += d.requests;
+    owed.errors += d.errors;
+    rate(r, c, "newconn_rps", "newconn_cpu_us", &d, c1 - c0);
+    if !d.latencies_us.is_empty() {
+        let lat = &mut d.latencies_us;
+        r.push(name, "newconn_p50_ms", percentile(lat, 0.50) / 1000.0);
+        r.push(name, "newconn_p99_ms", percentile(lat, 0.99) / 1000.0);
+    }
+}
+
+/// The `p` quantile (0..1) of `v`, which it sorts.
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// Websocket round trips on one connection, bulk throughput, then handshakes.
+async fn websocket_workloads(
+    c: &Running,
+    o: &Opts,
+    clk_tck: f64,
+    r: &mut Results,
+    owed: &mut Owed,
+) {
+    let name = c.kind.name();
+    let dur = Duration::from_secs_f64(o.secs);
+    let us_per_tick = 1e6 / clk_tck;
+
+    let c0 = c.cpu_ticks() as f64 * us_per_tick;
+    match workload::ws_rtt(c.addr, o.rtts).await {
+        Ok((mut rtts, _)) => {
+            let c1 = cpu_settled(c, us_per_tick).await;
+            r.push(name, "rtt_p50_us", percentile(&mut rtts, 0.50));
+            r.push(name, "rtt_p90_us", percentile(&mut rtts, 0.90));
+            r.push(name, "rtt_p99_us", percentile(&mut rtts, 0.99));
+            if c.is_proxy() {
+                r.push(name, "rtt_cpu_us", (c1 - c0) / rtts.len() as f64);
+            }
+            owed.expected += 1;
+            owed.upgrades += 1;
         }
-        eprint!("expected {expected} log lines, found {lines}");
-        if is_sockproxy {
-            eprint!(" (+{closed} tunnel_closed of {upgrades})");
+        Err(e) => {
+            eprint!("[ws rtt failed: {e}] ");
+            owed.errors += 1;
         }
     }
-    eprintln!("; {errors} failed attempts");
-    problem
+
+    let c0 = c.cpu_ticks() as f64 * us_per_tick;
+    match workload::ws_throughput(c.addr, 4, 64 * 1024, 8, dur).await {
+        Ok((in_time, total, _)) => {
+            let c1 = cpu_settled(c, us_per_tick).await;
+            r.push(name, "ws_mbps", in_time as f64 / 1e6 / o.secs);
+            if c.is_proxy() && total > 0 {
+                r.push(name, "ws_cpu_us_per_mb", (c1 - c0) / (total as f64 / 1e6));
+            }
+            owed.expected += 4;
+            owed.upgrades += 4;
+        }
+        Err(e) => {
+            eprint!("[ws throughput failed: {e}] ");
+            owed.errors += 1;
+        }
+    }
+
+    let c0 = c.cpu_ticks() as f64 * us_per_tick;
+    let d = workload::handshakes(c.addr, 16, dur).await;
+    let c1 = cpu_settled(c, us_per_tick).await;
+    owed.expected += d.count;
+    owed.upgrades += d.upgrades;
+    owed.errors += d.errors;
+    rate(r, c, "hs_rate", "hs_cpu_us", &d, c1 - c0);
+}
+
+/// Stops the contender and checks its log against what the workloads owe it: missing
+/// lines (a problem for sockproxy) and the bytes of a polling GET's line.
+fn check_log(c: Running, owed: &Owed, r: &mut Results) -> Option<String> {
+    let (kind, name) = (c.kind, c.kind.name());
+    let Some(log) = c.stop() else {
+        eprintln!("{} failed attempts", owed.errors);
+        return None;
+    };
+    let is_sockproxy = matches!(kind, Kind::Sockproxy | Kind::SockproxyB);
+    let mut missing = owed.expected as f64 - log.lines as f64;
+    if is_sockproxy {
+        // Every upgrade also owes a tunnel_closed.
+        missing += (owed.upgrades as f64 - log.closed as f64).max(0.0);
+    }
+    r.push(name, "records_missing", missing);
+    if let Some(b) = log.poll_bytes_mean() {
+        r.push(name, "log_bytes_poll", b);
+    }
+    eprint!("expected {} log lines, found {}", owed.expected, log.lines);
+    if is_sockproxy {
+        eprint!(" (+{} tunnel_closed of {})", log.closed, owed.upgrades);
+    }
+    eprintln!("; {} failed attempts", owed.errors);
+    (is_sockproxy && missing != 0.0).then(|| format!("{name}: {missing} records missing"))
 }
 
 /// Adds a rate figure and, for a proxy, its CPU per completed unit.
@@ -414,7 +516,7 @@ fn rate(
     c: &Running,
     rate_key: &'static str,
     cpu_key: &'static str,
-    d: workload::Done,
+    d: &workload::Done,
     cpu_us: f64,
 ) {
     let name = c.kind.name();

@@ -25,7 +25,7 @@ X-Forwarded-For: 203.0.113.7, 10.128.0.12\r\n\
 X-Forwarded-Proto: https\r\n";
 
 /// What a request workload did.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Done {
     /// Completed requests (or handshakes, or round trips, or bytes).
     pub count: u64,
@@ -36,6 +36,17 @@ pub struct Done {
     /// HTTP requests that reached the proxy and got an answer (records expected).
     pub requests: u64,
     pub elapsed: Duration,
+    /// Each completed unit's latency in µs, where the workload measures it (the
+    /// new-connection workload: connect, request, whole response).
+    pub latencies_us: Vec<f64>,
+}
+
+/// What one load loop did: successes, failures, and the latencies it measured.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub ok: u64,
+    pub err: u64,
+    pub latencies_us: Vec<f64>,
 }
 
 fn poll_request(n: u64) -> Vec<u8> {
@@ -103,20 +114,24 @@ async fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     Ok(s)
 }
 
-/// Runs `conns` loops until `dur` is over; each loop reports (ok, err) per attempt.
+/// Runs `conns` loops until `dur` is over; each loop reports what it did.
 async fn loops<F, Fut>(conns: usize, dur: Duration, one: F) -> Done
 where
     F: Fn(Instant) -> Fut,
-    Fut: std::future::Future<Output = (u64, u64)> + Send + 'static,
+    Fut: std::future::Future<Output = Tally> + Send + 'static,
 {
     let start = Instant::now();
     let deadline = start + dur;
     let tasks: Vec<_> = (0..conns).map(|_| tokio::spawn(one(deadline))).collect();
     let mut done = Done::default();
     for t in tasks {
-        let (ok, err) = t.await.unwrap_or((0, 1));
-        done.count += ok;
-        done.errors += err;
+        let tally = t.await.unwrap_or(Tally {
+            err: 1,
+            ..Tally::default()
+        });
+        done.count += tally.ok;
+        done.errors += tally.err;
+        done.latencies_us.extend(tally.latencies_us);
     }
     done.elapsed = start.elapsed();
     done.requests = done.count;
@@ -154,29 +169,39 @@ pub async fn polling_keepalive(addr: SocketAddr, conns: usize, dur: Duration) ->
                 }
             }
         }
-        (ok, err)
+        Tally {
+            ok,
+            err,
+            latencies_us: Vec::new(),
+        }
     })
     .await
 }
 
-/// One polling GET per new connection, `conns` at a time.
+/// One polling GET per new connection, `conns` at a time; each one's latency is from
+/// `connect` to the last byte of the response.
 pub async fn polling_new_conn(addr: SocketAddr, conns: usize, dur: Duration) -> Done {
     loops(conns, dur, move |deadline| async move {
-        let (mut ok, mut err) = (0, 0);
+        let mut t = Tally::default();
         let mut buf = Vec::with_capacity(4096);
         while Instant::now() < deadline {
+            let began = Instant::now();
             let res = async {
                 let mut s = connect(addr).await?;
-                s.write_all(&poll_request(ok)).await?;
+                s.write_all(&poll_request(t.ok)).await?;
                 read_response(&mut s, &mut buf).await
             }
             .await;
             match res {
-                Ok(200) => ok += 1,
-                _ => err += 1,
+                Ok(200) => {
+                    t.ok += 1;
+                    t.latencies_us
+                        .push(began.elapsed().as_nanos() as f64 / 1000.0);
+                }
+                _ => t.err += 1,
             }
         }
-        (ok, err)
+        t
     })
     .await
 }
@@ -207,7 +232,11 @@ pub async fn handshakes(addr: SocketAddr, conns: usize, dur: Duration) -> Done {
                 Err(_) => err += 1,
             }
         }
-        (ok, err)
+        Tally {
+            ok,
+            err,
+            latencies_us: Vec::new(),
+        }
     })
     .await;
     done.upgrades = done.count;
