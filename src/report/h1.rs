@@ -9,8 +9,9 @@
 //! (scanners, bots), and says nothing about the path. A request that reached theia as
 //! HTTP/1.0 cannot upgrade either: nginx's default `proxy_http_version` is 1.0.
 
-use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
+use super::evidence::{Distinct, Examples, PodId, describe, example, list};
 use super::parse::{Event, Flags, Rec, Transport};
+use super::pods::{self, PodStats};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
 pub const RULE: &str = "confirmed when browser websocket attempts (with Sec-WebSocket-Key) reached theia without Upgrade or `Connection: upgrade` from at least half of the clients that attempted one (and ≥ 20 % of all attempts), or for at least half of one pod's attempts from ≥ 2 clients (≥ 2 attempts either way); isolated when fewer; requests without Sec-WebSocket-Key are not browsers and never count";
@@ -150,7 +151,7 @@ impl H1 {
             .map(|(i, t)| (i, t.stripped, t.attempts))
     }
 
-    pub fn verdict(&self, a: &Analyzer) -> Finding {
+    pub fn verdict(&self, pods: &[PodStats]) -> Finding {
         let clients = self.clients_attempting.len();
         let stripped_clients = self.clients_stripped.len();
         let what = match (self.missing_upgrade > 0, self.missing_connection > 0) {
@@ -187,7 +188,7 @@ impl H1 {
             if let (false, Some((p, s, n))) = (by_clients, pod) {
                 f.details.push(format!(
                     "on {}: {} attempts stripped — that pod's path (its nginx?) drops the headers",
-                    a.pod_name(p as u32),
+                    pods::name(pods, p as u32),
                     of(s, n)
                 ));
             }
@@ -299,17 +300,4 @@ impl H1 {
         };
         f
     }
-}
-
-/// Up to `n` values, sorted, then how many more.
-pub fn list(d: &Distinct, n: usize) -> String {
-    let mut v: Vec<&str> = d.iter().collect();
-    v.sort_unstable();
-    let more = v.len().saturating_sub(n);
-    v.truncate(n);
-    let mut s = v.join(", ");
-    if more > 0 {
-        s.push_str(&format!(" and {more} more"));
-    }
-    s
 }

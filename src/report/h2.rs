@@ -6,9 +6,9 @@
 //! rollouts (H5), a client that drops cookies, or a dead pod move one. So the rule looks
 //! at the share of sessions that moved while the pod that issued them was still up.
 
-use super::analyze::MAX_EXAMPLES;
-use super::analyze::{Analyzer, Example};
-use super::sessions::{Moved, cross_example};
+use super::evidence::{Example, MAX_EXAMPLES};
+use super::pods::{self, PodStats};
+use super::sessions::{Moved, Sessions, cross_example};
 use super::verdict::{Finding, Verdict, count, earliest, of, plural, share_at_least};
 
 pub const RULE: &str = "confirmed when at least 2 sessions and 10 % (50 % when no pod's start or drain is in the records) of the sessions seen again after their handshake came back on another pod while the pod that issued them was still up (moves within 5 s of a drain, restart or the issuing pod's last record are counted under H5); isolated when fewer; ruled out when none moved and sessions stayed on at least two pods that served at the same time (≥ 5 later requests)";
@@ -24,16 +24,14 @@ const MIN_MOVED: u64 = 2;
 /// chance, with no affinity and two pods, five in a row stay with odds of 1 in 32.
 const MIN_STAYED_USES: u64 = 5;
 
-pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
-    let h = &a.sessions;
-    let name = |p| a.pod_name(p).to_string();
+pub fn verdict(pods: &[PodStats], h: &Sessions, m: &Moved<'_>) -> Finding {
+    let name = |p| pods::name(pods, p).to_string();
     let seen = h.seen_again();
     let moved = m.affinity.len() as u64 + h.joined.crosses_not_kept;
-    let concurrent = concurrent_pods(a);
+    let concurrent = concurrent_pods(pods, h);
     // Without any `listening` or `draining` record (logs filtered with grep, say), moves
     // after rollouts cannot be told from moves while the pod was up: ask for more.
-    let blind = a
-        .pods
+    let blind = pods
         .iter()
         .all(|p| p.starts.is_empty() && p.drains.is_empty());
     let share = if blind { BLIND_SHARE } else { SHARE };
@@ -42,7 +40,11 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
         pairs.sort_unstable();
         pairs.dedup();
         let route = match pairs.as_slice() {
-            [(from, to)] => format!("on {} came back on {}", a.pod_name(*from), a.pod_name(*to)),
+            [(from, to)] => format!(
+                "on {} came back on {}",
+                pods::name(pods, *from),
+                pods::name(pods, *to)
+            ),
             _ => format!(
                 "on one pod came back on another ({} pod pairs)",
                 count(pairs.len() as u64)
@@ -137,7 +139,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
             })
             .collect();
         f
-    } else if a.pods.len() < 2 {
+    } else if pods.len() < 2 {
         Finding::new(
             1,
             Verdict::NoEvidence,
@@ -183,7 +185,7 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
         ("sids_crossed_after_drain", m.after_drain.len() as u64),
         ("sid_unknown_refusals", h.sid_unknown),
         ("sids_refused_unjoined", h.unjoined),
-        ("pods", a.pods.len() as u64),
+        ("pods", pods.len() as u64),
         ("pods_serving_together", concurrent),
     ];
     f
@@ -191,16 +193,15 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
 
 /// The most pods that kept sessions (stayed) and whose records overlap in time with each
 /// other's: affinity is only tested where a client had a choice of pods.
-fn concurrent_pods(a: &Analyzer) -> u64 {
-    let spans: Vec<(i64, i64)> = a
-        .sessions
+fn concurrent_pods(pods: &[PodStats], h: &Sessions) -> u64 {
+    let spans: Vec<(i64, i64)> = h
         .joined
         .stayed_by_pod
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
         .filter_map(|(i, _)| {
-            let p = a.pods.get(i)?;
+            let p = pods.get(i)?;
             Some((p.first?, p.last?))
         })
         .collect();

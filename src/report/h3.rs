@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 
-use super::analyze::{Analyzer, Example, Examples, PodId, PodStats, example, status_text};
+use super::evidence::{Example, Examples, PodId, example, status_text};
 use super::parse::{Flags, Rec};
+use super::pods::{self, PodStats};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
 pub const RULE: &str = "per pod and checker, checks that failed with 5xx or no answer before that checker's first pass after a pod start are start-up (a 4xx never is); confirmed when, after start-up (or 6 or more 5xx in a series that never passed), at least half of one checker's checks on a pod failed, or 3 in a row did; isolated when fewer failed; ruled out when every check passed once theia was up; checks sockproxy answered itself (theia down) never count";
@@ -107,7 +108,7 @@ impl H3 {
         }
     }
 
-    pub fn verdict(&self, a: &Analyzer) -> Finding {
+    pub fn verdict(&self, pods: &[PodStats]) -> Finding {
         let outcomes = |ok: bool| {
             self.outcomes
                 .iter()
@@ -121,7 +122,7 @@ impl H3 {
         let mut failing: Vec<(PodId, &str, Sorted)> = Vec::new();
         let (mut startup, mut after, mut after_failed) = (0, 0, 0);
         for key in keys {
-            let s = sort(&self.series[key], &a.pods[key.0 as usize]);
+            let s = sort(&self.series[key], &pods[key.0 as usize]);
             startup += s.startup_failed;
             after += s.after;
             after_failed += s.after_failed;
@@ -138,7 +139,7 @@ impl H3 {
                 .map(|(pod, checker, s)| {
                     format!(
                         "{checker} on {}: {} failed{}",
-                        a.pod_name(*pod),
+                        pods::name(pods, *pod),
                         of(s.after_failed, s.after),
                         if s.never_passed { ", never passed" } else { "" }
                     )

@@ -9,8 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
-use super::h1::list;
+use super::evidence::{Distinct, Examples, PodId, describe, example, list};
 use super::parse::{Event, Flags, Rec};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
@@ -133,7 +132,7 @@ impl H4 {
         }
     }
 
-    pub fn verdict(&self, _a: &Analyzer) -> Finding {
+    pub fn verdict(&self) -> Finding {
         let token: u64 = self
             .refused_pairs
             .iter()

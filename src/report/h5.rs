@@ -7,10 +7,9 @@
 //! gone before the sidecar). A 502 after a start, before theia first answered on that
 //! pod, is a readiness finding (theia not ready when traffic arrived), not draining.
 
-use super::analyze::{
-    Analyzer, Example, Examples, MAX_JOINED, PodId, PodStats, describe, example, secs,
-};
+use super::evidence::{Example, Examples, MAX_JOINED, PodId, describe, example, secs};
 use super::parse::Rec;
+use super::pods::{self, PodStats};
 use super::sessions::{Moved, cross_example};
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural, share_at_least};
 
@@ -126,9 +125,9 @@ impl H5 {
         u
     }
 
-    pub fn verdict(&self, a: &Analyzer, m: &Moved<'_>) -> Finding {
-        let name = |p| a.pod_name(p).to_string();
-        let u = self.unreachable(&a.pods);
+    pub fn verdict(&self, pods: &[PodStats], m: &Moved<'_>) -> Finding {
+        let name = |p| pods::name(pods, p).to_string();
+        let u = self.unreachable(pods);
         let tunnels = self.tunnels_cut.max(self.stopped_tunnels);
         let refused = m.refused_after_shutdown();
         let came_back = (m.after_drain.len() + m.after_restart.len()) as u64;
@@ -183,7 +182,7 @@ impl H5 {
                 text: format!(
                     "sid {} refused after {} restarted",
                     s.sid,
-                    a.pod_name(s.pod)
+                    pods::name(pods, s.pod)
                 ),
             }));
             ex.extend(u.draining.iter().map(|e| (*e).clone()));
@@ -259,11 +258,7 @@ impl H5 {
                 plural(u.midlife.len() as u64, "request", "requests")
             ));
         }
-        let restarts: usize = a
-            .pods
-            .iter()
-            .map(|p| p.starts.len().saturating_sub(1))
-            .sum();
+        let restarts: usize = pods.iter().map(|p| p.starts.len().saturating_sub(1)).sum();
         if restarts > 0 {
             f.details.push(format!(
                 "{} (a later `listening` on the same pod)",

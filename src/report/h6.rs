@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::analyze::MAX_EXAMPLES;
-use super::analyze::{Analyzer, Example, Examples, PodId, example, secs};
+use super::evidence::{Example, Examples, MAX_EXAMPLES, PodId, example, secs};
 use super::parse::{ClosedBy, Rec};
+use super::pods::{self, PodStats};
 use super::sessions::Moved;
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural};
 
@@ -96,11 +96,11 @@ impl H6 {
 
     /// The bins without the lifetimes that ended in their pod's drain window, and how many
     /// those were.
-    fn without_drains(&self, a: &Analyzer) -> (Bins, u64) {
+    fn without_drains(&self, pods: &[PodStats]) -> (Bins, u64) {
         let mut bins = self.bins.clone();
         let mut taken = 0;
         for (pod, t, b, tunnel) in &self.ends {
-            if a.pods[*pod as usize].draining_at(*t) {
+            if pods[*pod as usize].draining_at(*t) {
                 let c = if *tunnel {
                     &mut bins.tunnels[*b as usize]
                 } else {
@@ -113,12 +113,12 @@ impl H6 {
         (bins, taken)
     }
 
-    pub fn verdict(&self, a: &Analyzer, m: &Moved<'_>) -> Finding {
-        let (bins, in_drains) = self.without_drains(a);
-        self.judge(&bins, a, m, in_drains)
+    pub fn verdict(&self, pods: &[PodStats], m: &Moved<'_>) -> Finding {
+        let (bins, in_drains) = self.without_drains(pods);
+        self.judge(&bins, pods, m, in_drains)
     }
 
-    fn judge(&self, bins: &Bins, a: &Analyzer, m: &Moved<'_>, in_drains: u64) -> Finding {
+    fn judge(&self, bins: &Bins, pods: &[PodStats], m: &Moved<'_>, in_drains: u64) -> Finding {
         let total: u64 = bins
             .tunnels
             .iter()
@@ -193,7 +193,7 @@ impl H6 {
                         text: format!(
                             "sid {} refused on {} after its long-poll was cut{}",
                             s.sid,
-                            a.pod_name(s.pod),
+                            pods::name(pods, s.pod),
                             s.cut_poll
                                 .map_or(String::new(), |(_, d)| format!(" at {}", secs(d)))
                         ),

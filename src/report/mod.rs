@@ -2,19 +2,24 @@
 //!
 //! - `input`: files or stdin, gzip, line prefixes, JSON arrays → JSON objects.
 //! - `parse`: one JSON object (a record, or a Cloud Logging entry holding one) → a flat view.
+//! - `evidence`, `pods`: the shared small pieces (pod ids, quoted examples, how values are
+//!   written) and each pod's counts and lifecycle; they import no other part.
 //! - `analyze`: records folded into bounded state: counts, pod lifecycles; hands each
 //!   record to the session join and to every hypothesis.
 //! - `sessions`: the sid join (issued where, used where), which H2, H5 and H6 read.
 //! - `h1` … `h6`: one module per hypothesis: its state, its fold, its rule.
 //! - `recent`: the bounded table the joins keep their entries in.
 //! - `verdict`: what a verdict and a finding are (confirmed / isolated / ruled out / no
-//!   evidence), the six in order.
+//!   evidence).
+//! - `findings`: the six verdicts in order, each from the state it reads.
 //! - `render`: the terminal and JSON output.
 //! - `lb`: the load balancer's own log entries (the format, in one file); `lb_join` joins
 //!   them to the records by trace id, `lb_verdict` adds their evidence to H1, H3 and H6,
 //!   `lb_render` writes the load balancer section.
 
 pub mod analyze;
+pub mod evidence;
+pub mod findings;
 pub mod h1;
 pub mod h2;
 pub mod h3;
@@ -27,6 +32,7 @@ pub mod lb_join;
 pub mod lb_render;
 pub mod lb_verdict;
 pub mod parse;
+pub mod pods;
 pub mod recent;
 pub mod render;
 pub mod sessions;
@@ -104,7 +110,7 @@ impl Report {
     }
 
     pub fn findings(&self) -> Vec<Finding> {
-        verdict::findings(&self.analyzer)
+        findings::all(&self.analyzer)
     }
 
     fn record(&mut self, raw: &parse::RawEntry<'_>, pod: &str) {

@@ -3,9 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::analyze::{Analyzer, Example, Picture};
+use super::analyze::{Analyzer, Picture};
+use super::evidence::{Example, clock};
 use super::parse::{ClosedBy, Event, format_time};
-use super::verdict::{Finding, Verdict, clock};
+use super::verdict::{Finding, Verdict};
 
 /// How to draw: colour or not, and how wide the terminal is.
 #[derive(Clone, Copy, Debug)]
@@ -303,7 +304,7 @@ fn tunnels_line(a: &Analyzer) -> String {
     }
     t.push_str(&format!("; {} open at the end", a.open_tunnels()));
     if let Some(l) = p.longest_tunnel_ms {
-        t.push_str(&format!("; longest {}", super::analyze::secs(l)));
+        t.push_str(&format!("; longest {}", super::evidence::secs(l)));
     }
     t
 }

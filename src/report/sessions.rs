@@ -2,17 +2,13 @@
 //! used (and refused) afterwards, and what those moves mean once the pods' lifecycles are
 //! known (a move while the issuing pod was up vs after it drained or restarted). Pure.
 
-use super::analyze::{Example, MAX_EXAMPLES, MAX_JOINED, PodId, PodStats, describe, example};
+use super::evidence::{Example, MAX_EXAMPLES, MAX_JOINED, PodId, clock, describe, example};
 use super::parse::{Flags, Rec, Transport};
+use super::pods::PodStats;
 use super::recent::Recent;
-use super::verdict::clock;
 
 /// Sessions remembered for the cross-pod join (the least recently used are forgotten).
 pub const MAX_SIDS: usize = 100_000;
-/// How far two pods' clocks may disagree (pods skew by up to ±2 s): lifecycle events this
-/// close to a use count as before it. Pods reporting the same `pod_ip` share a host and a
-/// clock (a local run): no skew between them.
-pub const CLOCK_SKEW_US: i64 = 5_000_000;
 
 /// A sid issued on one pod and used on another.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +62,7 @@ impl What {
     fn describe(self) -> String {
         let t = self.transport.map_or("-", Transport::name);
         let method = ["?", "GET", "POST"][usize::from(self.method.min(2))];
-        let mut s = format!("{method} {t} {}", super::analyze::status_text(self.status));
+        let mut s = format!("{method} {t} {}", super::evidence::status_text(self.status));
         if let Some(c) = self.code {
             let m = crate::sio::ERROR_MESSAGES
                 .get(c as usize)
