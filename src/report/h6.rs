@@ -129,78 +129,7 @@ impl H6 {
         let outlived_default = bins.tunnels_at_least(GKE_DEFAULT_TIMEOUT_MS);
         let cluster = find_cluster(bins);
         let mut f = if let Some(c) = cluster.as_ref() {
-            let mut kinds = Vec::new();
-            if c.tunnels > 0 {
-                kinds.push(plural(c.tunnels, "tunnel", "tunnels"));
-            }
-            if c.polls > 0 {
-                kinds.push(plural(c.polls, "long-poll cut", "long-polls cut"));
-            }
-            let reached = c.n + c.above;
-            let head = format!(
-                "{} lifetimes that reached {} ended just under ≈{} ({}–{}: {})",
-                of(c.n, reached),
-                secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
-                secs(c.hi_ms),
-                secs(c.lo_ms),
-                secs(c.hi_ms),
-                kinds.join(", ")
-            );
-            let mut f = if c.cuts_all() {
-                Finding::new(5, Verdict::Confirmed, head, RULE, FIX)
-            } else {
-                Finding::new(
-                    5,
-                    Verdict::Isolated,
-                    format!(
-                        "{head}; {} outlived it: not a limit every session hits (one path's timeout, or chance)",
-                        count(c.above)
-                    ),
-                    RULE,
-                    FIX,
-                )
-            };
-            f.details.push(format!(
-                "{} between {} and {}; {} longer than {}; {} lifetimes of 1 s or more in all",
-                count(c.below),
-                secs(c.hi_ms - 3.0 * c.band_ms),
-                secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
-                count(c.above),
-                secs(c.hi_ms),
-                count(total)
-            ));
-            if !m.after_cut_poll.is_empty() {
-                f.details.push(format!(
-                    "{} refused (Session ID unknown) on its own pod after its long-poll was cut",
-                    plural(m.after_cut_poll.len() as u64, "session", "sessions")
-                ));
-            }
-            let mut ex = Vec::new();
-            for b in c.first_bin..=c.last_bin {
-                if let Some(e) = self.examples.get(&(b as u32)) {
-                    ex.extend(e.0.iter().cloned());
-                }
-            }
-            let mut ex = earliest(MAX_EXAMPLES, ex);
-            ex.extend(
-                m.after_cut_poll
-                    .iter()
-                    .take(MAX_SHOWN - MAX_EXAMPLES)
-                    .map(|s| Example {
-                        time: s.at,
-                        pod: s.pod,
-                        id: s.id.clone(),
-                        text: format!(
-                            "sid {} refused on {} after its long-poll was cut{}",
-                            s.sid,
-                            pods::name(pods, s.pod),
-                            s.cut_poll
-                                .map_or(String::new(), |(_, d)| format!(" at {}", secs(d)))
-                        ),
-                    }),
-            );
-            f.examples = ex;
-            f
+            self.clustered(c, total, pods, m)
         } else if outlived_default >= MIN_OUTLIVED {
             let mut f = Finding::new(
                 5,
@@ -260,6 +189,87 @@ impl H6 {
             ),
         ];
         f
+    }
+
+    /// Lifetimes pile up under a value: confirmed when that value cuts them all.
+    fn clustered(&self, c: &Cluster, total: u64, pods: &[PodStats], m: &Moved<'_>) -> Finding {
+        let mut kinds = Vec::new();
+        if c.tunnels > 0 {
+            kinds.push(plural(c.tunnels, "tunnel", "tunnels"));
+        }
+        if c.polls > 0 {
+            kinds.push(plural(c.polls, "long-poll cut", "long-polls cut"));
+        }
+        let reached = c.n + c.above;
+        let head = format!(
+            "{} lifetimes that reached {} ended just under ≈{} ({}–{}: {})",
+            of(c.n, reached),
+            secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
+            secs(c.hi_ms),
+            secs(c.lo_ms),
+            secs(c.hi_ms),
+            kinds.join(", ")
+        );
+        let mut f = if c.cuts_all() {
+            Finding::new(5, Verdict::Confirmed, head, RULE, FIX)
+        } else {
+            Finding::new(
+                5,
+                Verdict::Isolated,
+                format!(
+                    "{head}; {} outlived it: not a limit every session hits (one path's timeout, or chance)",
+                    count(c.above)
+                ),
+                RULE,
+                FIX,
+            )
+        };
+        f.details.push(format!(
+            "{} between {} and {}; {} longer than {}; {} lifetimes of 1 s or more in all",
+            count(c.below),
+            secs(c.hi_ms - 3.0 * c.band_ms),
+            secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
+            count(c.above),
+            secs(c.hi_ms),
+            count(total)
+        ));
+        if !m.after_cut_poll.is_empty() {
+            f.details.push(format!(
+                "{} refused (Session ID unknown) on its own pod after its long-poll was cut",
+                plural(m.after_cut_poll.len() as u64, "session", "sessions")
+            ));
+        }
+        f.examples = self.cluster_examples(c, pods, m);
+        f
+    }
+
+    /// The earliest lifetimes in the cluster, then sessions refused after a cut long-poll.
+    fn cluster_examples(&self, c: &Cluster, pods: &[PodStats], m: &Moved<'_>) -> Vec<Example> {
+        let mut ex = Vec::new();
+        for b in c.first_bin..=c.last_bin {
+            if let Some(e) = self.examples.get(&(b as u32)) {
+                ex.extend(e.0.iter().cloned());
+            }
+        }
+        let mut ex = earliest(MAX_EXAMPLES, ex);
+        ex.extend(
+            m.after_cut_poll
+                .iter()
+                .take(MAX_SHOWN - MAX_EXAMPLES)
+                .map(|s| Example {
+                    time: s.at,
+                    pod: s.pod,
+                    id: s.id.clone(),
+                    text: format!(
+                        "sid {} refused on {} after its long-poll was cut{}",
+                        s.sid,
+                        pods::name(pods, s.pod),
+                        s.cut_poll
+                            .map_or(String::new(), |(_, d)| format!(" at {}", secs(d)))
+                    ),
+                }),
+        );
+        ex
     }
 }
 
