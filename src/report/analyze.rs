@@ -252,27 +252,7 @@ impl Analyzer {
         // CONNECT, 400 for chunked twice) refuse the client and say nothing about theia.
         let upstream_failed = r.flags.has(Flags::UPSTREAM_UNREACHABLE)
             || (r.upstream_error.is_some() && (status == 0 || status >= 500));
-        {
-            let p = &mut self.pods[pod as usize];
-            if is_ws {
-                p.ws_attempts += 1;
-            }
-            if upgraded {
-                p.upgrades += 1;
-            }
-            if refused {
-                p.refusals += 1;
-            }
-            if status >= 500 || r.outcome == Outcome::UpstreamError {
-                p.server_errors += 1;
-            }
-            if status > 0
-                && !upstream_failed
-                && let Some(t) = r.time
-            {
-                p.answered(t);
-            }
-        }
+        self.pod_counts(r, pod, status, refused, upstream_failed);
         if sio && let Some(ip) = r.remote_ip {
             self.picture.clients.add(ip);
         }
@@ -281,34 +261,10 @@ impl Analyzer {
         }
         if upgraded {
             self.picture.upgrades += 1;
-            if let Some(id) = r.id {
-                let key = (pod, Box::from(id));
-                if let Some(counted) = self.closed_early.remove(&key) {
-                    // Its close came first: the pair is whole, and counted once.
-                    self.picture.closes_without_upgrade =
-                        self.picture.closes_without_upgrade.saturating_sub(1);
-                    if counted {
-                        self.picture.handshakes_ws_only =
-                            self.picture.handshakes_ws_only.saturating_sub(1);
-                        let p = &mut self.pods[pod as usize];
-                        p.handshakes = p.handshakes.saturating_sub(1);
-                    }
-                } else {
-                    self.open_tunnels.entry(&key, |k| k.clone(), || ());
-                }
-            }
+            self.pair_upgrade(r, pod);
         }
         if sio && r.sid.is_none() || r.handshake {
-            // A handshake attempt: a polling GET without sid, or a websocket-only upgrade.
-            if r.handshake && status == 200 {
-                self.picture.handshakes_polling += 1;
-                self.pods[pod as usize].handshakes += 1;
-            } else if upgraded {
-                self.picture.handshakes_ws_only += 1;
-                self.pods[pod as usize].handshakes += 1;
-            } else if status != 200 && r.method == Some("GET") {
-                self.picture.handshakes_refused += 1;
-            }
+            self.handshake(r, pod, status, upgraded);
         }
         if refused {
             let code = r.error_code.filter(|c| (0..=5).contains(c)).unwrap_or(6);
@@ -339,6 +295,73 @@ impl Analyzer {
         );
         if aborted_poll {
             self.h6.poll_cut(r, pod);
+        }
+    }
+
+    /// The pod's own counts of one exchange, and when theia answered on it.
+    fn pod_counts(
+        &mut self,
+        r: &Rec<'_>,
+        pod: PodId,
+        status: u16,
+        refused: bool,
+        upstream_failed: bool,
+    ) {
+        let (is_ws, upgraded) = (
+            r.transport == Some(Transport::Websocket),
+            r.event == Event::Upgrade,
+        );
+        let p = &mut self.pods[pod as usize];
+        if is_ws {
+            p.ws_attempts += 1;
+        }
+        if upgraded {
+            p.upgrades += 1;
+        }
+        if refused {
+            p.refusals += 1;
+        }
+        if status >= 500 || r.outcome == Outcome::UpstreamError {
+            p.server_errors += 1;
+        }
+        if status > 0
+            && !upstream_failed
+            && let Some(t) = r.time
+        {
+            p.answered(t);
+        }
+    }
+
+    /// An `upgrade` waits for its `tunnel_closed`, or completes one read before it.
+    fn pair_upgrade(&mut self, r: &Rec<'_>, pod: PodId) {
+        if let Some(id) = r.id {
+            let key = (pod, Box::from(id));
+            if let Some(counted) = self.closed_early.remove(&key) {
+                // Its close came first: the pair is whole, and counted once.
+                self.picture.closes_without_upgrade =
+                    self.picture.closes_without_upgrade.saturating_sub(1);
+                if counted {
+                    self.picture.handshakes_ws_only =
+                        self.picture.handshakes_ws_only.saturating_sub(1);
+                    let p = &mut self.pods[pod as usize];
+                    p.handshakes = p.handshakes.saturating_sub(1);
+                }
+            } else {
+                self.open_tunnels.entry(&key, |k| k.clone(), || ());
+            }
+        }
+    }
+
+    /// A handshake attempt: a polling GET without sid, or a websocket-only upgrade.
+    fn handshake(&mut self, r: &Rec<'_>, pod: PodId, status: u16, upgraded: bool) {
+        if r.handshake && status == 200 {
+            self.picture.handshakes_polling += 1;
+            self.pods[pod as usize].handshakes += 1;
+        } else if upgraded {
+            self.picture.handshakes_ws_only += 1;
+            self.pods[pod as usize].handshakes += 1;
+        } else if status != 200 && r.method == Some("GET") {
+            self.picture.handshakes_refused += 1;
         }
     }
 
