@@ -133,6 +133,51 @@ struct SidEntry {
     state: u8,
 }
 
+impl SidEntry {
+    /// Notes one use of the sid: keeps the first hit per pod, a refusal over a plain hit,
+    /// and counts the uses and refusals.
+    fn note(&mut self, hit: HitRef<'_>) {
+        let slot = self
+            .seen
+            .iter()
+            .position(|h| h.as_ref().is_some_and(|h| h.pod == hit.pod))
+            .or_else(|| self.seen.iter().position(Option::is_none));
+        if let Some(i) = slot {
+            let refusals = self.seen[i].as_ref().map_or(0, |h| h.refusals) + u32::from(hit.refused);
+            let uses = self.seen[i].as_ref().map_or(0, |h| h.uses) + 1;
+            let old = self.seen[i].as_ref();
+            let keep_old = old.is_some_and(|old| old.refused || !hit.refused);
+            let first_at = min_time(hit.at, old.and_then(|h| h.at));
+            let last_at = hit.at.max(old.and_then(|h| h.last_at));
+            let old_refused_at = old.and_then(|h| h.refused_at);
+            let refused_at = if hit.refused {
+                min_time(hit.at, old_refused_at)
+            } else {
+                old_refused_at
+            };
+            if !keep_old {
+                self.seen[i] = Some(Hit {
+                    pod: hit.pod,
+                    at: first_at,
+                    id: hit.id.map(Box::from),
+                    refused: hit.refused,
+                    what: hit.what,
+                    refusals,
+                    uses,
+                    last_at,
+                    refused_at,
+                });
+            } else if let Some(old) = self.seen[i].as_mut() {
+                old.refusals = refusals;
+                old.uses = uses;
+                old.at = first_at;
+                old.last_at = last_at;
+                old.refused_at = refused_at;
+            }
+        }
+    }
+}
+
 /// Sids by the pod that issued them, and where they went.
 #[derive(Debug)]
 pub struct Sessions {
@@ -296,45 +341,7 @@ impl Sessions {
         if aborted_poll && entry.cut_poll.is_none() {
             entry.cut_poll = Some((pod, r.time, r.duration_ms.unwrap_or(0.0)));
         }
-        // Keep the first hit per pod, a refusal over a plain hit.
-        let slot = entry
-            .seen
-            .iter()
-            .position(|h| h.as_ref().is_some_and(|h| h.pod == pod))
-            .or_else(|| entry.seen.iter().position(Option::is_none));
-        if let Some(i) = slot {
-            let refusals = entry.seen[i].as_ref().map_or(0, |h| h.refusals) + u32::from(refused);
-            let uses = entry.seen[i].as_ref().map_or(0, |h| h.uses) + 1;
-            let old = entry.seen[i].as_ref();
-            let keep_old = old.is_some_and(|old| old.refused || !refused);
-            let first_at = min_time(r.time, old.and_then(|h| h.at));
-            let last_at = r.time.max(old.and_then(|h| h.last_at));
-            let old_refused_at = old.and_then(|h| h.refused_at);
-            let refused_at = if refused {
-                min_time(r.time, old_refused_at)
-            } else {
-                old_refused_at
-            };
-            if !keep_old {
-                entry.seen[i] = Some(Hit {
-                    pod,
-                    at: first_at,
-                    id: r.id.map(Box::from),
-                    refused,
-                    what: hit.what,
-                    refusals,
-                    uses,
-                    last_at,
-                    refused_at,
-                });
-            } else if let Some(old) = entry.seen[i].as_mut() {
-                old.refusals = refusals;
-                old.uses = uses;
-                old.at = first_at;
-                old.last_at = last_at;
-                old.refused_at = refused_at;
-            }
-        }
+        entry.note(hit);
         let tally = &mut self.joined;
         match entry.issued {
             Some((issued_pod, issued_at)) => {
