@@ -536,6 +536,23 @@ impl Run<'_> {
         done
     }
 
+    /// Sends `sent` again with `headers` instead of its own, within `--timeout`.
+    async fn resend(&mut self, sent: &Sent, headers: HeaderMap) -> Result<Answer, Failure> {
+        let req = Request::builder()
+            .method(sent.method.clone())
+            .uri(sent.target.as_str())
+            .body(Full::new(sent.body.clone()));
+        match req {
+            Ok(mut req) => {
+                *req.headers_mut() = headers;
+                self.exchange_within(req).await
+            }
+            Err(e) => Err(Failure::Unexpected(format!(
+                "cannot build the request: {e}"
+            ))),
+        }
+    }
+
     /// Sends the last request again, the same but for Origin, which it leaves out: a
     /// request without Origin passes Theia's same-origin check, so only its other checks
     /// can refuse it. Bounded by `--timeout` like every step; returns the step to show
@@ -580,19 +597,7 @@ impl Run<'_> {
             key
         });
         let started = Instant::now();
-        let req = Request::builder()
-            .method(sent.method.clone())
-            .uri(sent.target.as_str())
-            .body(Full::new(sent.body.clone()));
-        let result = match req {
-            Ok(mut req) => {
-                *req.headers_mut() = headers;
-                self.exchange_within(req).await
-            }
-            Err(e) => Err(Failure::Unexpected(format!(
-                "cannot build the request: {e}"
-            ))),
-        };
+        let result = self.resend(&sent, headers).await;
         let accepted = if ws_key.is_some() { 101 } else { 200 };
         let (resend, detail) = judge_resend(&result, accepted, &origin);
         let (status, seen, sio_error) = match &result {
