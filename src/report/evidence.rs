@@ -68,10 +68,6 @@ impl Distinct {
         self.set.len() as u64
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
     pub fn contains(&self, v: &str) -> bool {
         self.set.contains(v)
     }

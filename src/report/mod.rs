@@ -18,24 +18,24 @@
 //!   `lb_render` writes the load balancer section.
 
 pub mod analyze;
-pub mod evidence;
-pub mod findings;
-pub mod h1;
-pub mod h2;
-pub mod h3;
-pub mod h4;
-pub mod h5;
-pub mod h6;
+pub(crate) mod evidence;
+pub(crate) mod findings;
+pub(crate) mod h1;
+pub(crate) mod h2;
+pub(crate) mod h3;
+pub(crate) mod h4;
+pub(crate) mod h5;
+pub(crate) mod h6;
 pub mod input;
-pub mod lb;
-pub mod lb_join;
-pub mod lb_render;
-pub mod lb_verdict;
+pub(crate) mod lb;
+pub(crate) mod lb_join;
+pub(crate) mod lb_render;
+pub(crate) mod lb_verdict;
 pub mod parse;
-pub mod pods;
-pub mod recent;
-pub mod render;
-pub mod sessions;
+pub(crate) mod pods;
+pub(crate) mod recent;
+pub(crate) mod render;
+pub(crate) mod sessions;
 pub mod verdict;
 
 use std::io::{IsTerminal, Write};
