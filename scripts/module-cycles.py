@@ -89,5 +89,27 @@ def strongly_connected(nodes, graph):
     return out
 
 
+def self_test():
+    """The check fails on a loop (and names its imports) and passes without one."""
+    import io
+    import contextlib
+
+    def dot(edges):
+        nodes = "".join(f'    "{m}" [label="pub mod|{m}"]; // "mod" node\n' for m in ("c", "c::a", "c::b"))
+        nodes += '    "c::a::f" [label="fn|a::f"]; // "fn" node\n'
+        uses = "".join(f'    "{a}" -> "{b}" [label="uses"]; // "uses" edge\n' for a, b in edges)
+        return nodes + uses
+
+    for edges, want in [([("c::a::f", "c::b"), ("c::b", "c::a")], 1), ([("c::a::f", "c::b")], 0)]:
+        sys.stdin = io.StringIO(dot(edges))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            got = main()
+        assert got == want, (edges, got, out.getvalue())
+        assert (want == 0) or "c::a::f uses c::b" in out.getvalue(), out.getvalue()
+    print("module-cycles: self-test passed")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(self_test() if sys.argv[1:] == ["--self-test"] else main())

@@ -21,7 +21,7 @@ use crate::metrics::CONTENT_TYPE;
 use crate::recorder::Recorder;
 
 /// Serves the admin endpoints on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, recorder: Arc<Recorder>) {
+pub(crate) async fn serve(listener: TcpListener, recorder: Arc<Recorder>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,

@@ -11,7 +11,7 @@ use crate::upstream::Failure;
 
 /// Whose doing an answer was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// The client (nginx, or whoever connected) sent something sockproxy refuses.
     Client,
     /// The upstream (theia) could not be reached or did not answer properly.
@@ -20,7 +20,7 @@ pub enum Fault {
 
 /// An exchange sockproxy answered itself instead of theia.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OwnAnswer {
+pub(crate) enum OwnAnswer {
     /// `CONNECT` is never proxied (405).
     ConnectMethod,
     /// `Transfer-Encoding` names `chunked` more than once (400, RFC 9112 §7).
@@ -39,7 +39,7 @@ pub enum OwnAnswer {
 
 impl OwnAnswer {
     /// Sorts an upstream failure by where it happened.
-    pub fn from_upstream(err: &Failure) -> Self {
+    pub(crate) fn from_upstream(err: &Failure) -> Self {
         match err {
             Failure::Connect(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 OwnAnswer::ConnectTimeout
@@ -50,7 +50,7 @@ impl OwnAnswer {
     }
 
     /// The status sockproxy answers with.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             OwnAnswer::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
             OwnAnswer::ChunkedTwice | OwnAnswer::BadTarget => StatusCode::BAD_REQUEST,
@@ -63,7 +63,7 @@ impl OwnAnswer {
 
     /// The `kind` label of `sockproxy_client_errors_total` or
     /// `sockproxy_upstream_errors_total` (which one: [`OwnAnswer::fault`]).
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             OwnAnswer::ConnectMethod => "connect_method",
             OwnAnswer::ChunkedTwice => "bad_transfer_encoding",
@@ -76,7 +76,7 @@ impl OwnAnswer {
     }
 
     /// Whose doing the answer was.
-    pub fn fault(&self) -> Fault {
+    pub(crate) fn fault(&self) -> Fault {
         match self {
             OwnAnswer::ConnectMethod | OwnAnswer::ChunkedTwice | OwnAnswer::BadTarget => {
                 Fault::Client
@@ -86,7 +86,7 @@ impl OwnAnswer {
     }
 
     /// True for the `upstream_unreachable` flag: no connection could be made.
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(self, OwnAnswer::Unreachable(_) | OwnAnswer::ConnectTimeout)
     }
 }
@@ -112,7 +112,7 @@ impl fmt::Display for OwnAnswer {
 /// A client connection that ended with an error of its own making, before anything
 /// was forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientRefusal {
+pub(crate) enum ClientRefusal {
     /// A head that does not parse as HTTP/1.x: hyper answered 400 (or, for an HTTP/2
     /// preface, closed without an answer).
     BadRequest,
@@ -131,7 +131,7 @@ impl ClientRefusal {
     /// Sorts a connection's error by what hyper did about it: `answered` is the status
     /// of the last response head hyper wrote to the client, if any (the answer it
     /// gave to the request it refused). `None` for an error that is not the client's.
-    pub fn of(e: &hyper::Error, answered: Option<u16>, requests: u64) -> Option<Self> {
+    pub(crate) fn of(e: &hyper::Error, answered: Option<u16>, requests: u64) -> Option<Self> {
         if e.is_timeout() {
             return Some(if requests > 0 {
                 ClientRefusal::IdleTimeout
@@ -151,7 +151,7 @@ impl ClientRefusal {
     }
 
     /// The `error_kind` of the `client_error` record and the metric's `kind`.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             ClientRefusal::BadRequest => "bad_request",
             ClientRefusal::UriTooLong => "uri_too_long",

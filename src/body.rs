@@ -14,14 +14,14 @@ use crate::recorder::{Recording, RequestProgress};
 use crate::upstream::Lease;
 
 /// The request body on its way to the upstream, counted into `bytes_in`.
-pub struct RequestBody {
+pub(crate) struct RequestBody {
     inner: Incoming,
     progress: Arc<RequestProgress>,
 }
 
 impl RequestBody {
     /// Reports into `progress` as the body streams.
-    pub fn new(inner: Incoming, progress: Arc<RequestProgress>) -> Self {
+    pub(crate) fn new(inner: Incoming, progress: Arc<RequestProgress>) -> Self {
         RequestBody { inner, progress }
     }
 }
@@ -57,7 +57,7 @@ impl Body for RequestBody {
 }
 
 /// The body sent to the client: the upstream's, or one sockproxy wrote itself.
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     kind: Kind,
     /// Counts the exchange as in flight (for `draining`) until the body is done.
     token: Option<Token>,
@@ -76,7 +76,7 @@ enum Kind {
 impl ResponseBody {
     /// The upstream's body; `recording` is finished when the body ends, or dropped with
     /// it when the client goes away first.
-    pub fn proxied(
+    pub(crate) fn proxied(
         inner: Incoming,
         recording: Recording,
         token: Token,
@@ -95,7 +95,7 @@ impl ResponseBody {
     }
 
     /// A body sockproxy wrote itself (a 502 page), or none.
-    pub fn own(bytes: Option<Bytes>) -> Self {
+    pub(crate) fn own(bytes: Option<Bytes>) -> Self {
         ResponseBody {
             kind: Kind::Own(bytes.filter(|b| !b.is_empty())),
             token: None,

@@ -388,26 +388,17 @@ mod tests {
 
     #[test]
     fn every_flag_names_its_env() {
-        for f in [
-            "--listen",
-            "--upstream",
-            "--admin",
-            "--drain-timeout",
-            "--log-all",
-            "--sio-path",
-            "--capture-header",
-            "--pod-header",
-            "--workers",
-            "--gcp-project",
-            "--header-timeout",
-            "--max-header-bytes",
-            "--max-headers",
-            "--connect-timeout",
-            "--max-connections",
-            "--tunnel-idle-timeout",
-            "--redact-query",
-        ] {
-            assert!(env_of_flag(f).is_some(), "{f}");
+        let cmd = RunOnly::command();
+        let longs: Vec<&str> = cmd.get_arguments().filter_map(|a| a.get_long()).collect();
+        assert!(longs.len() >= 17, "{longs:?}");
+        for long in longs {
+            let env = env_of_flag(&format!("--{long}")).unwrap_or_default();
+            assert!(
+                env.starts_with("SOCKPROXY_") || env == "GOOGLE_CLOUD_PROJECT",
+                "--{long}: {env:?}"
+            );
         }
+        assert_eq!(env_of_flag("--listen").as_deref(), Some("SOCKPROXY_LISTEN"));
+        assert_eq!(env_of_flag("--nope"), None);
     }
 }

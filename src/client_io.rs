@@ -26,7 +26,7 @@ const FROM: &[u8; 9] = b"HTTP/1.0 ";
 const TO: &[u8; 9] = b"HTTP/1.1 ";
 
 /// The client's TCP stream with the status-line fix applied on the way out.
-pub struct ClientIo {
+pub(crate) struct ClientIo {
     stream: TcpStream,
     /// Where exchanges arm the fix (`ConnInfo::status_line`).
     conn: Arc<ConnInfo>,
@@ -40,7 +40,7 @@ pub struct ClientIo {
 
 impl ClientIo {
     /// Wraps the stream of client connection `conn`.
-    pub fn new(stream: TcpStream, conn: Arc<ConnInfo>) -> Self {
+    pub(crate) fn new(stream: TcpStream, conn: Arc<ConnInfo>) -> Self {
         ClientIo {
             stream,
             conn,
@@ -51,7 +51,7 @@ impl ClientIo {
 
     /// The status of the last response head written to the client since it last
     /// sent bytes, if any.
-    pub fn last_status(&self) -> Option<u16> {
+    pub(crate) fn last_status(&self) -> Option<u16> {
         (self.last_status != 0).then_some(self.last_status)
     }
 
@@ -63,7 +63,7 @@ impl ClientIo {
     }
 
     /// The stream, to hand over to a tunnel or close.
-    pub fn into_stream(self) -> TcpStream {
+    pub(crate) fn into_stream(self) -> TcpStream {
         self.stream
     }
 

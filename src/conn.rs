@@ -41,12 +41,12 @@ impl Peer {
 /// One client connection, shared by its exchanges and any tunnel it became; holds its
 /// `--max-connections` slot until all of them are gone.
 #[derive(Debug)]
-pub struct ConnInfo {
-    pub peer: Peer,
-    pub addr: SocketAddr,
+pub(crate) struct ConnInfo {
+    pub(crate) peer: Peer,
+    pub(crate) addr: SocketAddr,
     requests: AtomicU64,
     /// Armed by an exchange whose response hyper would write with another version.
-    pub status_line: StatusLineFix,
+    pub(crate) status_line: StatusLineFix,
     /// Set by an exchange that answered 101: where the connection's socket goes once
     /// hyper has written the 101.
     handoff: Mutex<Option<oneshot::Sender<Handoff>>>,
@@ -56,13 +56,13 @@ pub struct ConnInfo {
 /// A client socket handed over to a tunnel after the 101, with the bytes hyper had
 /// already read past the request head.
 #[derive(Debug)]
-pub struct Handoff {
-    pub stream: TcpStream,
-    pub early: Bytes,
+pub(crate) struct Handoff {
+    pub(crate) stream: TcpStream,
+    pub(crate) early: Bytes,
 }
 
 impl ConnInfo {
-    pub fn new(conn: u64, addr: SocketAddr, slot: Slot) -> Self {
+    pub(crate) fn new(conn: u64, addr: SocketAddr, slot: Slot) -> Self {
         ConnInfo {
             peer: Peer::new(conn, addr),
             addr,
@@ -76,14 +76,14 @@ impl ConnInfo {
     /// Called by the exchange that is about to answer 101: the connection's socket
     /// arrives on the receiver once hyper has written the answer, or the receiver
     /// fails if the connection ends first.
-    pub fn expect_handoff(&self) -> oneshot::Receiver<Handoff> {
+    pub(crate) fn expect_handoff(&self) -> oneshot::Receiver<Handoff> {
         let (tx, rx) = oneshot::channel();
         *self.lock_handoff() = Some(tx);
         rx
     }
 
     /// Gives the socket to the tunnel waiting for it; without one, gives it back.
-    pub fn hand_off(&self, handoff: Handoff) -> Option<Handoff> {
+    pub(crate) fn hand_off(&self, handoff: Handoff) -> Option<Handoff> {
         match self.lock_handoff().take() {
             Some(tx) => tx.send(handoff).err(),
             None => Some(handoff),
@@ -91,7 +91,7 @@ impl ConnInfo {
     }
 
     /// The connection ended without a handoff: a waiting tunnel learns it now.
-    pub fn cancel_handoff(&self) {
+    pub(crate) fn cancel_handoff(&self) {
         self.lock_handoff().take();
     }
 
@@ -101,12 +101,12 @@ impl ConnInfo {
     }
 
     /// Counts a request head received on this connection.
-    pub fn count_request(&self) {
+    pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Request heads received on this connection so far.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 }
@@ -114,14 +114,14 @@ impl ConnInfo {
 /// A client connection's place under `--max-connections`, held until the connection
 /// and any tunnel it became are gone; counted in `sockproxy_connections_open`.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
 }
 
 impl Slot {
     /// Takes the place `permit` gives, counting it in `open`.
-    pub fn new(permit: OwnedSemaphorePermit, open: &Gauge) -> Self {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, open: &Gauge) -> Self {
         open.inc();
         Slot {
             _permit: permit,
@@ -139,14 +139,14 @@ impl Drop for Slot {
 /// A request, from the exchange to the client socket ([`crate::client_io`]), to write
 /// the status line of the next response (the one with this status) as `HTTP/1.1`.
 #[derive(Debug, Default)]
-pub struct StatusLineFix {
+pub(crate) struct StatusLineFix {
     /// The status of the response to fix; 0 when none is armed.
     status: AtomicU16,
 }
 
 impl StatusLineFix {
     /// The next response head, if it has `status`, goes out as `HTTP/1.1`.
-    pub fn arm(&self, status: http::StatusCode) {
+    pub(crate) fn arm(&self, status: http::StatusCode) {
         self.status.store(status.as_u16(), Ordering::Relaxed);
     }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 /// Connects to `authority` with `TCP_NODELAY`, giving up after `timeout` with
 /// `io::ErrorKind::TimedOut`. A host name is resolved on each connect.
-pub async fn tcp(authority: &Authority, timeout: Duration) -> io::Result<TcpStream> {
+pub(crate) async fn tcp(authority: &Authority, timeout: Duration) -> io::Result<TcpStream> {
     let host = authority.host();
     // `[::1]` in an authority is `::1` to the resolver.
     let host = host

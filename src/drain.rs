@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::{Notify, watch};
 
 /// Shared drain state.
-pub struct Drain {
+pub(crate) struct Drain {
     tunnels: AtomicU64,
     requests: AtomicU64,
     tunnels_idle: Notify,
-    requests_idle: Notify,
     close_tunnels: watch::Sender<bool>,
     closed_by_shutdown: AtomicU64,
     cut: AtomicBool,
@@ -21,7 +20,7 @@ pub struct Drain {
 }
 
 /// Held while a tunnel (or a request) is open.
-pub struct Token {
+pub(crate) struct Token {
     drain: Arc<Drain>,
     tunnel: bool,
 }
@@ -32,7 +31,6 @@ impl Default for Drain {
             tunnels: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             tunnels_idle: Notify::new(),
-            requests_idle: Notify::new(),
             close_tunnels: watch::channel(false).0,
             closed_by_shutdown: AtomicU64::new(0),
             cut: AtomicBool::new(false),
@@ -43,7 +41,7 @@ impl Default for Drain {
 
 impl Drain {
     /// Counts a tunnel until the token drops.
-    pub fn tunnel(self: &Arc<Self>) -> Token {
+    pub(crate) fn tunnel(self: &Arc<Self>) -> Token {
         self.tunnels.fetch_add(1, Ordering::SeqCst);
         Token {
             drain: self.clone(),
@@ -52,7 +50,7 @@ impl Drain {
     }
 
     /// Counts an in-flight request until the token drops.
-    pub fn request(self: &Arc<Self>) -> Token {
+    pub(crate) fn request(self: &Arc<Self>) -> Token {
         self.requests.fetch_add(1, Ordering::SeqCst);
         Token {
             drain: self.clone(),
@@ -60,16 +58,16 @@ impl Drain {
         }
     }
 
-    pub fn open_tunnels(&self) -> u64 {
+    pub(crate) fn open_tunnels(&self) -> u64 {
         self.tunnels.load(Ordering::SeqCst)
     }
 
-    pub fn open_requests(&self) -> u64 {
+    pub(crate) fn open_requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
 
     /// Resolves once no tunnel is open.
-    pub async fn tunnels_done(&self) {
+    pub(crate) async fn tunnels_done(&self) {
         loop {
             let notified = self.tunnels_idle.notified();
             if self.open_tunnels() == 0 {
@@ -79,41 +77,30 @@ impl Drain {
         }
     }
 
-    /// Resolves once no request is in flight.
-    pub async fn requests_done(&self) {
-        loop {
-            let notified = self.requests_idle.notified();
-            if self.open_requests() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
     /// The drain began: `/readyz` answers 503 from now on.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
     /// True once the drain began.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
 
     /// The drain deadline passed: tunnels close now (`closed_by: shutdown`), and
     /// exchanges abandoned from here on were cut by sockproxy, not by their client.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         self.close_tunnels.send_replace(true);
     }
 
     /// True once [`Drain::cut`] was called.
-    pub fn is_cut(&self) -> bool {
+    pub(crate) fn is_cut(&self) -> bool {
         self.cut.load(Ordering::SeqCst)
     }
 
     /// Resolves when tunnels are told to close.
-    pub fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn closing(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.close_tunnels.subscribe();
         async move {
             let _ = rx.wait_for(|closing| *closing).await;
@@ -121,24 +108,21 @@ impl Drain {
     }
 
     /// Notes one tunnel ended by shutdown.
-    pub fn count_closed_by_shutdown(&self) {
+    pub(crate) fn count_closed_by_shutdown(&self) {
         self.closed_by_shutdown.fetch_add(1, Ordering::SeqCst);
     }
 
-    pub fn closed_by_shutdown(&self) -> u64 {
+    pub(crate) fn closed_by_shutdown(&self) -> u64 {
         self.closed_by_shutdown.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Token {
     fn drop(&mut self) {
-        let (count, idle) = if self.tunnel {
-            (&self.drain.tunnels, &self.drain.tunnels_idle)
-        } else {
-            (&self.drain.requests, &self.drain.requests_idle)
-        };
-        if count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            idle.notify_waiters();
+        if !self.tunnel {
+            self.drain.requests.fetch_sub(1, Ordering::SeqCst);
+        } else if self.drain.tunnels.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.drain.tunnels_idle.notify_waiters();
         }
     }
 }
@@ -166,7 +150,7 @@ mod tests {
             .unwrap()
             .unwrap();
         drop(r);
-        d.requests_done().await;
+        assert_eq!((d.open_tunnels(), d.open_requests()), (0, 0));
     }
 
     #[tokio::test]

@@ -2,52 +2,58 @@
 //! exchange, what a Socket.IO server (Theia) really receives behind nginx and a load
 //! balancer.
 //!
-//! Map of the crate:
-//! - `config`: flags, `SOCKPROXY_*` variables and defaults → one checked [`config::Config`].
-//! - `server`: accept loop on a given listener, one task per client connection, the drain;
-//!   hands a connection's socket to its tunnel after a 101.
-//! - `client_io`: the client socket as hyper writes to it; puts back theia's status-line
-//!   version where hyper writes its own.
-//! - `proxy`: one exchange: capture, forward, answer (or 502/504), upgrade handoff.
-//! - `exchange`: an exchange's record as it builds up; written once, on finish or drop.
-//! - `body`: request/response body wrappers that count bytes and fire the record.
-//! - `tunnel`: splices two upgraded streams byte for byte; decides `closed_by`.
-//! - `drain`: counts open tunnels and requests; tells tunnels to close at shutdown.
-//! - `capture`, `sio`, `flags`, `record` (pure): logged headers and redaction; engine.io
-//!   query/packets/errors; diagnostic flags; the contract's events as types.
-//! - `sids`: the bounded registry of sids this process saw issued.
+//! Map of the crate, lower layers first; a module imports only from modules above it in
+//! this list (checked in CI by `scripts/modules`):
+//! - `limits`: the fixed limits and timings (pure constants).
+//! - `text`, `sio`, `capture`, `record`, `flags`, `json` (pure): values cut to the
+//!   logged limit; engine.io query/packets/errors; logged headers and redaction; the
+//!   contract's events as types; diagnostic flags; the JSON writer of those events.
+//! - `config`: the checked configuration of `run`.
 //! - `sink`: one writer thread turning records into stdout lines.
-//! - `error`: upstream failures and the answer each one means.
-//! - `admin`, `metrics`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
-//! - `demo`: the self-contained demonstration behind `sockproxy demo`.
-//! - `probe`: `sockproxy probe URL`, a browser-like socket.io client, step by step.
-//! - `report`: the offline `sockproxy report`: records in, a verdict per hypothesis out.
+//! - `metrics`, `sids`, `drain`: Prometheus counters; the bounded registry of sids this
+//!   process issued; open tunnels and requests, and the shutdown signal.
+//! - `conn`: a client connection: its identity, `--max-connections` slot, status-line
+//!   fix and socket handoff to a tunnel.
+//! - `client_io`: the client socket as hyper writes to it (status-line version kept).
+//! - `connect`, `upstream`: TCP connect with a timeout; the pool of HTTP/1.1 connections
+//!   to theia.
+//! - `answer`: sockproxy's own answers (405/400/502/504) and client refusals, as types.
+//! - `tunnel`: splices two upgraded streams byte for byte; decides `closed_by`.
+//! - `recorder`: an exchange's record from request head to written line (and a tunnel's).
+//! - `body`: request and response bodies that count bytes and end the record.
+//! - `proxy`: one exchange in phases: open, refuse, forward, respond, hand off an upgrade.
+//! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
+//! - `server`: accept within `--max-connections`, serve each connection, drain, stop.
+//! - `demo`, `probe`, `report`: `sockproxy demo`; `sockproxy probe URL`, a browser-like
+//!   socket.io client; the offline `sockproxy report`, records (and the load
+//!   balancer's log) in, a verdict per hypothesis out.
+//! - `cli`: the command line (flags, `SOCKPROXY_*` variables, defaults) → `config`.
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod answer;
-pub mod body;
+pub(crate) mod admin;
+pub(crate) mod answer;
+pub(crate) mod body;
 pub mod capture;
 pub mod cli;
-pub mod client_io;
+pub(crate) mod client_io;
 pub mod config;
 pub mod conn;
-pub mod connect;
+pub(crate) mod connect;
 pub mod demo;
-pub mod drain;
+pub(crate) mod drain;
 pub mod flags;
 pub mod json;
 pub mod limits;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod probe;
-pub mod proxy;
+pub(crate) mod proxy;
 pub mod record;
 pub mod recorder;
 pub mod report;
 pub mod server;
-pub mod sids;
+pub(crate) mod sids;
 pub mod sink;
 pub mod sio;
-pub mod text;
+pub(crate) mod text;
 pub mod tunnel;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -11,7 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Request duration buckets (seconds): a long-poll is held up to engine.io's
 /// `pingInterval` (25 s default, 30 s in Theia), so the top buckets bracket those.
@@ -26,7 +26,7 @@ const TUNNEL_BUCKETS: [f64; 14] = [
 ];
 
 /// The `class` label: the status class sent to the client (`none` when nothing was sent).
-pub fn status_class(status: u16) -> &'static str {
+pub(crate) fn status_class(status: u16) -> &'static str {
     match status {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -61,26 +61,26 @@ struct KindLabels {
 }
 
 /// Every metric of the process.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     exchanges: Family<ExchangeLabels, Counter>,
     request_duration: Family<ExchangeLabels, Histogram, fn() -> Histogram>,
-    pub upgrades_attempted: Counter,
-    pub upgrades_succeeded: Counter,
-    pub upgrades_refused: Counter,
-    pub tunnels_open: Gauge,
+    pub(crate) upgrades_attempted: Counter,
+    pub(crate) upgrades_succeeded: Counter,
+    pub(crate) upgrades_refused: Counter,
+    pub(crate) tunnels_open: Gauge,
     tunnel_bytes: Family<DirectionLabels, Counter>,
-    pub tunnel_lifetime: Histogram,
+    pub(crate) tunnel_lifetime: Histogram,
     tunnels_closed: Family<NameLabels, Counter>,
     flags: Family<NameLabels, Counter>,
     upstream_errors: Family<KindLabels, Counter>,
     records_not_written: Counter,
-    pub requests_in_flight: Gauge,
-    pub draining: Gauge,
+    pub(crate) requests_in_flight: Gauge,
+    pub(crate) draining: Gauge,
     client_errors: Family<KindLabels, Counter>,
-    pub connections_open: Gauge,
-    pub accept_errors: Counter,
-    pub accept_paused: Counter,
+    pub(crate) connections_open: Gauge,
+    pub(crate) accept_errors: Counter,
+    pub(crate) accept_paused: Counter,
 }
 
 impl Default for Metrics {
@@ -91,7 +91,9 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Registers every metric.
-    pub fn new() -> Self {
+    // Over 80 lines on purpose: one registration per metric, in the order `/metrics`
+    // lists them; it is a list, and split it would only be scattered.
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("sockproxy");
         let exchanges = Family::<ExchangeLabels, Counter>::default();
         registry.register(
@@ -229,7 +231,7 @@ impl Metrics {
     }
 
     /// Counts one finished exchange.
-    pub fn exchange(&self, transport: &'static str, status: u16, seconds: f64) {
+    pub(crate) fn exchange(&self, transport: &'static str, status: u16, seconds: f64) {
         let labels = ExchangeLabels {
             transport,
             class: status_class(status),
@@ -241,26 +243,26 @@ impl Metrics {
     }
 
     /// Counts the flags of one record.
-    pub fn flags(&self, flags: &[&'static str]) {
+    pub(crate) fn flags(&self, flags: &[&'static str]) {
         for name in flags {
             self.flags.get_or_create(&NameLabels { name }).inc();
         }
     }
 
     /// Counts one answer sockproxy gave itself.
-    pub fn upstream_error(&self, kind: &'static str) {
+    pub(crate) fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();
     }
 
     /// Counts one client connection ended by sockproxy's own parser or limits.
-    pub fn client_error(&self, kind: &'static str) {
+    pub(crate) fn client_error(&self, kind: &'static str) {
         self.client_errors.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// The two live byte counters of tunnels: client→upstream, upstream→client.
-    pub fn tunnel_byte_counters(&self) -> [Counter; 2] {
+    pub(crate) fn tunnel_byte_counters(&self) -> [Counter; 2] {
         // One statement each: `get_or_create` returns a lock guard, and a second call
         // while the first guard lives would wait on itself.
         let c2u = self
@@ -279,7 +281,7 @@ impl Metrics {
     }
 
     /// Counts one closed tunnel by who closed it.
-    pub fn tunnel_closed(&self, closed_by: &'static str, seconds: f64) {
+    pub(crate) fn tunnel_closed(&self, closed_by: &'static str, seconds: f64) {
         self.tunnels_closed
             .get_or_create(&NameLabels { name: closed_by })
             .inc();
@@ -287,7 +289,7 @@ impl Metrics {
     }
 
     /// Renders every metric; `records_dropped` is the sink's current count.
-    pub fn render(&self, records_dropped: u64) -> String {
+    pub(crate) fn render(&self, records_dropped: u64) -> String {
         let seen = self.records_not_written.get();
         if records_dropped > seen {
             self.records_not_written.inc_by(records_dropped - seen);

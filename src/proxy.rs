@@ -35,7 +35,7 @@ use crate::tunnel::{self, Side, Spliced};
 use crate::upstream::{Lease, Upstream};
 
 /// The request handler of one sockproxy process: forwards to `--upstream`, records.
-pub struct Proxy {
+pub(crate) struct Proxy {
     cfg: Arc<Config>,
     recorder: Arc<Recorder>,
     upstream: Arc<Upstream<RequestBody>>,
@@ -45,7 +45,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// The handler, with its pooled upstream client.
-    pub fn new(cfg: Arc<Config>, recorder: Arc<Recorder>) -> Arc<Self> {
+    pub(crate) fn new(cfg: Arc<Config>, recorder: Arc<Recorder>) -> Arc<Self> {
         let pod_header = cfg
             .pod_header
             .then(|| {
@@ -63,13 +63,13 @@ impl Proxy {
     }
 
     /// Where this handler's records go.
-    pub fn recorder(&self) -> &Arc<Recorder> {
+    pub(crate) fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
     }
 
     /// Handles one exchange on client connection `conn`. Never fails: what is not
     /// forwarded, and upstream trouble, become sockproxy's own answers.
-    pub async fn handle(
+    pub(crate) async fn handle(
         self: Arc<Self>,
         conn: Arc<ConnInfo>,
         req: Request<Incoming>,

@@ -291,11 +291,6 @@ pub fn millis(d: std::time::Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Cloud Logging's Duration string, e.g. `"0.001234s"`.
-pub fn latency(d: std::time::Duration) -> String {
-    Latency(d).to_string()
-}
-
 /// Trace id and span from `X-Cloud-Trace-Context` (`TRACE/SPAN;o=1`, decimal span) or
 /// W3C `traceparent` (`00-TRACE-SPAN-01`, hex span); the Google header wins.
 /// With a project, also the `logging.googleapis.com/trace` and `spanId` keys.
@@ -336,8 +331,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(latency(Duration::from_micros(1234)), "0.001234s");
-        assert_eq!(latency(Duration::from_millis(30_500)), "30.500000s");
+        assert_eq!(
+            Latency(Duration::from_micros(1234)).to_string(),
+            "0.001234s"
+        );
+        assert_eq!(
+            Latency(Duration::from_millis(30_500)).to_string(),
+            "30.500000s"
+        );
         assert_eq!(millis(Duration::from_micros(1234)), 1.234);
     }
 

@@ -38,12 +38,12 @@ use crate::text;
 use crate::tunnel::Spliced;
 
 /// Where the process's records go and what they are counted in.
-pub struct Recorder {
-    pub sink: Sink,
-    pub metrics: Metrics,
+pub(crate) struct Recorder {
+    pub(crate) sink: Sink,
+    pub(crate) metrics: Metrics,
     /// Sids this process saw issued (`sid_unknown_here`).
-    pub sids: SidRegistry,
-    pub drain: Arc<Drain>,
+    pub(crate) sids: SidRegistry,
+    pub(crate) drain: Arc<Drain>,
     cfg: Arc<Config>,
     next_id: AtomicU64,
     /// Six hex digits that make `id` unique across restarts and pods.
@@ -51,7 +51,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
+    pub(crate) fn new(cfg: Arc<Config>, sink: Sink) -> Arc<Self> {
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
@@ -75,7 +75,7 @@ impl Recorder {
 
     /// Opens the record of the exchange whose request head is `parts`, received on
     /// `conn` at `start`: captures what the record needs before anything touches it.
-    pub fn open(
+    pub(crate) fn open(
         self: &Arc<Self>,
         conn: &Arc<ConnInfo>,
         parts: &http::request::Parts,
@@ -173,30 +173,30 @@ impl Recorder {
 
 /// How far the client got with its request body (counted by the body on its way up).
 #[derive(Debug, Default)]
-pub struct RequestProgress {
+pub(crate) struct RequestProgress {
     bytes: AtomicU64,
     failed: AtomicBool,
 }
 
 impl RequestProgress {
     /// Body bytes received from the client so far.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
     }
 
     /// Counts `n` body bytes received.
-    pub fn add(&self, n: usize) {
+    pub(crate) fn add(&self, n: usize) {
         self.bytes.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Reading the body from the client failed (the client went away mid-body).
-    pub fn fail(&self) {
+    pub(crate) fn fail(&self) {
         self.failed.store(true, Ordering::Relaxed);
     }
 
     /// True when reading the body from the client failed: a failed exchange is then
     /// the client's doing, not the upstream's.
-    pub fn client_failed(&self) -> bool {
+    pub(crate) fn client_failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
 }
@@ -244,7 +244,7 @@ struct Pending {
 
 /// One exchange's record while the exchange runs; written exactly once (see the
 /// module's documentation), from `Drop` when the exchange was abandoned.
-pub struct Recording {
+pub(crate) struct Recording {
     pending: Option<Box<Pending>>,
     recorder: Arc<Recorder>,
 }
@@ -264,14 +264,14 @@ impl Recording {
     }
 
     /// Where the request body counts its bytes.
-    pub fn progress(&mut self) -> Arc<RequestProgress> {
+    pub(crate) fn progress(&mut self) -> Arc<RequestProgress> {
         self.pending().progress.clone()
     }
 
     /// Notes the response head theia sent; decides whether its body is worth keeping
     /// (the first [`BODY_PEEK_BYTES`] of a socket.io error or handshake, when not
     /// content-encoded) for the record.
-    pub fn on_response<B>(&mut self, resp: &Response<B>) {
+    pub(crate) fn on_response<B>(&mut self, resp: &Response<B>) {
         let capture_headers = &self.recorder.cfg.capture_headers;
         let f = &mut self.pending.as_mut().expect("open").facts;
         let status = resp.status();
@@ -289,7 +289,7 @@ impl Recording {
     }
 
     /// Notes a chunk of response body: counts it, keeps the first bytes if wanted.
-    pub fn on_body(&mut self, data: &[u8]) {
+    pub(crate) fn on_body(&mut self, data: &[u8]) {
         let f = &mut self.pending().facts;
         f.bytes_out += data.len() as u64;
         if let Some(body) = f.body.as_mut() {
@@ -299,20 +299,25 @@ impl Recording {
     }
 
     /// The exchange ended: writes its `request` record.
-    pub fn finish(self, outcome: Outcome) {
+    pub(crate) fn finish(self, outcome: Outcome) {
         let recorder = self.recorder.clone();
         recorder.write(self.take(), outcome, false);
     }
 
     /// theia's response body failed midway: writes the record as `upstream_error`.
-    pub fn body_failed(mut self, e: &hyper::Error) {
+    pub(crate) fn body_failed(mut self, e: &hyper::Error) {
         self.pending().facts.upstream_error = Some(format!("upstream body: {e}"));
         self.finish(Outcome::UpstreamError);
     }
 
     /// sockproxy answered `answer` itself with `resp`, whose body is `body_len` bytes:
     /// writes the record, always (even outside `--sio-path`).
-    pub fn answered_own<B>(mut self, answer: &OwnAnswer, resp: &Response<B>, body_len: usize) {
+    pub(crate) fn answered_own<B>(
+        mut self,
+        answer: &OwnAnswer,
+        resp: &Response<B>,
+        body_len: usize,
+    ) {
         let capture_headers = &self.recorder.cfg.capture_headers;
         let p = self.pending.as_mut().expect("open");
         p.recorded = true;
@@ -329,7 +334,7 @@ impl Recording {
 
     /// theia answered 101 and the answer is going out: writes the `upgrade` record and
     /// returns what the tunnel's own record needs.
-    pub fn upgraded(self) -> TunnelRecording {
+    pub(crate) fn upgraded(self) -> TunnelRecording {
         let recorder = self.recorder.clone();
         let p = self.take();
         let start = TunnelStart::of(&p.facts, &p.conn.peer);
@@ -389,7 +394,7 @@ impl TunnelStart {
 
 /// A tunnel's record while it runs; it holds the client connection (and so its
 /// `--max-connections` slot) until the record is written.
-pub struct TunnelRecording {
+pub(crate) struct TunnelRecording {
     start: TunnelStart,
     conn: Arc<ConnInfo>,
     recorder: Arc<Recorder>,
@@ -398,13 +403,13 @@ pub struct TunnelRecording {
 
 impl TunnelRecording {
     /// The `id` of the upgrade (and of `tunnel_closed`).
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.start.id
     }
 
     /// True when the tunnel should look for the sid of a websocket-only handshake in
     /// the first frame theia sends.
-    pub fn wants_sid(&self) -> bool {
+    pub(crate) fn wants_sid(&self) -> bool {
         self.start
             .sio
             .as_ref()
@@ -412,7 +417,7 @@ impl TunnelRecording {
     }
 
     /// The tunnel ended as `s` says: counts it and writes its `tunnel_closed` record.
-    pub fn closed(self, s: Spliced) {
+    pub(crate) fn closed(self, s: Spliced) {
         let m = &self.recorder.metrics;
         if s.closed_by == ClosedBy::Shutdown {
             self.recorder.drain.count_closed_by_shutdown();

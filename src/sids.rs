@@ -7,7 +7,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 /// A bounded set of issued sids.
-pub struct SidRegistry {
+pub(crate) struct SidRegistry {
     inner: Mutex<Inner>,
     capacity: usize,
 }
@@ -19,7 +19,7 @@ struct Inner {
 
 impl SidRegistry {
     /// A registry that remembers at most `capacity` sids.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         SidRegistry {
             inner: Mutex::new(Inner {
                 set: HashSet::new(),
@@ -30,7 +30,7 @@ impl SidRegistry {
     }
 
     /// Remembers `sid` as issued here, evicting the oldest when full.
-    pub fn insert(&self, sid: &str) {
+    pub(crate) fn insert(&self, sid: &str) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.set.contains(sid) {
             return;
@@ -46,7 +46,7 @@ impl SidRegistry {
     }
 
     /// True when `sid` was issued here (and not yet evicted).
-    pub fn contains(&self, sid: &str) -> bool {
+    pub(crate) fn contains(&self, sid: &str) -> bool {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.set.contains(sid)
     }

@@ -6,7 +6,7 @@ use crate::limits::MAX_LOGGED_VALUE_BYTES;
 
 /// `s` cut to [`MAX_LOGGED_VALUE_BYTES`] (on a character boundary), with a marker
 /// `…[truncated, N bytes]` naming the original length.
-pub fn truncate(s: String) -> String {
+pub(crate) fn truncate(s: String) -> String {
     let wire = s.len();
     truncate_to(s, MAX_LOGGED_VALUE_BYTES, wire)
 }
@@ -28,7 +28,7 @@ pub(crate) fn truncate_to(mut s: String, limit: usize, wire: usize) -> String {
 }
 
 /// `%XX` and `+` decoded (lossy on invalid UTF-8); borrowed when nothing changes.
-pub fn percent_decode(s: &str) -> Cow<'_, str> {
+pub(crate) fn percent_decode(s: &str) -> Cow<'_, str> {
     if !s.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(s);
     }

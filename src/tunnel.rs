@@ -40,7 +40,7 @@ pub struct Spliced {
 
 impl Spliced {
     /// A tunnel that never ran: one of its sockets did not arrive.
-    pub fn failed(error: String) -> Self {
+    pub(crate) fn failed(error: String) -> Self {
         Spliced {
             client_to_upstream: 0,
             upstream_to_client: 0,
@@ -57,7 +57,7 @@ impl Spliced {
 ///
 /// With `want_sid`, the first upstream→client frame is looked at (never changed) for an
 /// engine.io open packet; `on_sid` is called as soon as one is found.
-pub async fn splice(
+pub(crate) async fn splice(
     client: Side,
     upstream: Side,
     totals: [Counter; 2],
@@ -73,23 +73,12 @@ pub async fn splice(
     };
     let (mut client_rd, mut client_wr, client_prefix) = open(client);
     let (mut upstream_rd, mut upstream_wr, upstream_prefix) = open(upstream);
-    let [c2u_total, u2c_total] = totals;
-    let counts = [
-        Count {
-            own: AtomicU64::new(0),
-            total: c2u_total,
-        },
-        Count {
-            own: AtomicU64::new(0),
-            total: u2c_total,
-        },
-    ];
+    let counts = totals.map(|total| Count {
+        own: AtomicU64::new(0),
+        total,
+    });
     let mut peek = want_sid.then(Peek::default);
-
-    let mut first: Option<(ClosedBy, Option<String>)> = None;
-    // The side whose failure ended the tunnel, and how.
-    let mut failed: Option<(ClosedBy, io::ErrorKind)> = None;
-    {
+    let ends = {
         let c2u = pump(
             &mut client_rd,
             &mut upstream_wr,
@@ -114,34 +103,9 @@ pub async fn splice(
             upstream_prefix,
             peek.as_mut().map(|p| (p, &on_sid as &OnSid<'_>)),
         );
-        let idle_watch = activity.idle_for(idle);
-        tokio::pin!(c2u, u2c, shutdown, idle_watch);
-        let (mut c2u_done, mut u2c_done) = (false, false);
-        while !(c2u_done && u2c_done) {
-            let ended = tokio::select! {
-                r = &mut c2u, if !c2u_done => { c2u_done = true; r }
-                r = &mut u2c, if !u2c_done => { u2c_done = true; r }
-                () = &mut shutdown => {
-                    first.get_or_insert((ClosedBy::Shutdown, None));
-                    break;
-                }
-                () = &mut idle_watch => {
-                    first.get_or_insert((ClosedBy::IdleTimeout, None));
-                    break;
-                }
-            };
-            match ended {
-                End::Eof(side) => {
-                    first.get_or_insert((side, None));
-                }
-                End::Failed(side, e) => {
-                    failed = Some((side, e.kind()));
-                    first.get_or_insert((side, Some(e.to_string())));
-                    break;
-                }
-            }
-        }
-    }
+        race(c2u, u2c, shutdown, activity.idle_for(idle)).await
+    };
+    let (first, failed) = (ends.first, ends.failed);
     // A side that aborted (RST) is aborted on the other side too, as the direct path
     // would show it; any other end closes normally (FIN) when the halves drop.
     if let Some((side, kind)) = failed
@@ -162,6 +126,53 @@ pub async fn splice(
         sid: peek.and_then(|p| p.sid),
         ended: Instant::now(),
     }
+}
+
+/// How a tunnel's two directions ended.
+#[derive(Default)]
+struct Ends {
+    /// The first end: who (or what) ended the tunnel, with the error if one did.
+    first: Option<(ClosedBy, Option<String>)>,
+    /// The side whose failure ended the tunnel, and how.
+    failed: Option<(ClosedBy, io::ErrorKind)>,
+}
+
+/// Runs both directions until both are done, one fails, `shutdown` resolves or the
+/// tunnel has been idle too long (`idle_watch`).
+async fn race(
+    c2u: impl Future<Output = End>,
+    u2c: impl Future<Output = End>,
+    shutdown: impl Future<Output = ()>,
+    idle_watch: impl Future<Output = ()>,
+) -> Ends {
+    tokio::pin!(c2u, u2c, shutdown, idle_watch);
+    let mut ends = Ends::default();
+    let (mut c2u_done, mut u2c_done) = (false, false);
+    while !(c2u_done && u2c_done) {
+        let ended = tokio::select! {
+            r = &mut c2u, if !c2u_done => { c2u_done = true; r }
+            r = &mut u2c, if !u2c_done => { u2c_done = true; r }
+            () = &mut shutdown => {
+                ends.first.get_or_insert((ClosedBy::Shutdown, None));
+                break;
+            }
+            () = &mut idle_watch => {
+                ends.first.get_or_insert((ClosedBy::IdleTimeout, None));
+                break;
+            }
+        };
+        match ended {
+            End::Eof(side) => {
+                ends.first.get_or_insert((side, None));
+            }
+            End::Failed(side, e) => {
+                ends.failed = Some((side, e.kind()));
+                ends.first.get_or_insert((side, Some(e.to_string())));
+                break;
+            }
+        }
+    }
+    ends
 }
 
 /// True for the errors that mean the peer aborted the connection (it sent an RST):
@@ -348,7 +359,7 @@ enum Writer {
 }
 
 /// One side of a tunnel, as it comes from hyper.
-pub enum Side {
+pub(crate) enum Side {
     /// The client's socket, taken from its server connection after the 101, with the
     /// bytes hyper had already read past the request head.
     Tcp { stream: TcpStream, early: Bytes },

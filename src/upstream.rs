@@ -54,7 +54,7 @@ fn prune<B>(idle: &mut VecDeque<Idle<B>>, now: Instant) {
 
 /// Why an upstream exchange failed before a response head arrived.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The TCP connect failed or timed out (`io::ErrorKind::TimedOut`).
     Connect(io::Error),
     /// Connected, but the exchange failed (HTTP handshake, write, or no response).
@@ -62,7 +62,7 @@ pub enum Failure {
 }
 
 /// The pool of connections to the one upstream, sending request bodies of type `B`.
-pub struct Upstream<B> {
+pub(crate) struct Upstream<B> {
     authority: Authority,
     connect_timeout: Duration,
     /// Oldest first: checkouts take from the back (most recently used), expired
@@ -79,7 +79,7 @@ struct Idle<B> {
 /// A connection lent to one exchange. [`Lease::release`] puts it back once the
 /// response has ended; dropped instead (the client left mid-body), the connection is
 /// closed by hyper, as its response was not read to the end.
-pub struct Lease<B> {
+pub(crate) struct Lease<B> {
     tx: SendRequest<B>,
     socket: Probe,
     pool: Arc<Upstream<B>>,
@@ -87,7 +87,7 @@ pub struct Lease<B> {
 
 impl<B> Lease<B> {
     /// The response ended: the connection may carry the next request.
-    pub fn release(self) {
+    pub(crate) fn release(self) {
         if self.tx.is_closed() {
             return;
         }
@@ -118,7 +118,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pub fn new(authority: Authority, connect_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(authority: Authority, connect_timeout: Duration) -> Arc<Self> {
         Arc::new(Upstream {
             authority,
             connect_timeout,
@@ -129,7 +129,7 @@ where
     /// Sends `req` (origin-form target) on a pooled or new connection. The lease
     /// comes back with the response; for a `101` the connection belongs to the
     /// upgrade and the lease is simply dropped.
-    pub async fn send(
+    pub(crate) async fn send(
         self: &Arc<Self>,
         mut req: Request<B>,
     ) -> Result<(Response<Incoming>, Lease<B>), Failure> {
@@ -215,13 +215,13 @@ where
 
 /// An upstream connection's socket as hyper uses it: a TCP stream it owns, which the
 /// pool can still look at through a [`Probe`].
-pub struct UpstreamIo {
+pub(crate) struct UpstreamIo {
     stream: Arc<TcpStream>,
 }
 
 /// The pool's look at a connection's socket. It never keeps the socket open: once
 /// hyper drops the connection, the socket closes and the probe finds nothing.
-pub struct Probe(Weak<TcpStream>);
+pub(crate) struct Probe(Weak<TcpStream>);
 
 impl UpstreamIo {
     fn new(stream: TcpStream) -> (UpstreamIo, Probe) {
@@ -232,7 +232,7 @@ impl UpstreamIo {
 
     /// The TCP stream, once hyper has given the connection up (an upgrade); `Err`
     /// gives the wrapper back if a probe happens to be looking at it right then.
-    pub fn into_stream(self) -> Result<TcpStream, UpstreamIo> {
+    pub(crate) fn into_stream(self) -> Result<TcpStream, UpstreamIo> {
         Arc::try_unwrap(self.stream).map_err(|stream| UpstreamIo { stream })
     }
 }

@@ -113,6 +113,12 @@ impl H6 {
         (bins, taken)
     }
 
+    /// The cluster the verdict judges (lifetimes in drain windows taken out), if any: what
+    /// `report --html` marks as the cut-off.
+    pub fn cluster(&self, pods: &[PodStats]) -> Option<Cluster> {
+        find_cluster(&self.without_drains(pods).0)
+    }
+
     pub fn verdict(&self, pods: &[PodStats], m: &Moved<'_>) -> Finding {
         let (bins, in_drains) = self.without_drains(pods);
         self.judge(&bins, pods, m, in_drains)

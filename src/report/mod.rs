@@ -16,6 +16,7 @@
 //! - `lb`: the load balancer's own log entries (the format, in one file); `lb_join` joins
 //!   them to the records by trace id, `lb_verdict` adds their evidence to H1, H3 and H6,
 //!   `lb_render` writes the load balancer section.
+//! - `html`: `--html FILE`, the same verdicts as a page with drawings (its own fold for those).
 
 pub mod analyze;
 pub(crate) mod evidence;
@@ -26,6 +27,7 @@ pub(crate) mod h3;
 pub(crate) mod h4;
 pub(crate) mod h5;
 pub(crate) mod h6;
+pub mod html;
 pub mod input;
 pub(crate) mod lb;
 pub(crate) mod lb_join;
@@ -38,7 +40,8 @@ pub(crate) mod render;
 pub(crate) mod sessions;
 pub mod verdict;
 
-use std::io::{IsTerminal, Write};
+use std::fs::File;
+use std::io::{IsTerminal, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -67,6 +70,11 @@ pub struct Args {
     /// Colour: `auto` (only on a terminal, never with NO_COLOR set), `always`, `never`.
     #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = ["auto", "always", "never"])]
     pub color: String,
+    /// Also write the report as one self-contained HTML page to FILE: the verdicts, a
+    /// timeline of pods and sessions, tunnel lifetimes, per-pod and per-client tables (exit
+    /// 2 when it cannot be written).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Records in, verdicts out: what the command does, without the terminal.
@@ -75,11 +83,27 @@ pub struct Report {
     pub analyzer: Analyzer,
     /// The time of the record read last (for `--follow` notices).
     pub latest: Option<i64>,
+    /// What `--html` draws, when asked for.
+    pub scene: Option<html::Scene>,
 }
 
 impl Report {
     pub fn new() -> Report {
         Report::default()
+    }
+
+    /// A report that also folds what `--html` draws.
+    pub fn with_scene() -> Report {
+        Report {
+            scene: Some(html::Scene::new()),
+            ..Report::default()
+        }
+    }
+
+    /// The page `--html` writes (`None` unless made [`Report::with_scene`]).
+    pub fn page(&self, sources: &[String]) -> Option<String> {
+        let scene = self.scene.as_ref()?;
+        Some(html::page(&self.analyzer, &self.findings(), scene, sources))
     }
 
     /// Takes one item from a source; `fallback_pod` names records that carry no pod and
@@ -120,6 +144,9 @@ impl Report {
                     self.latest = rec.time;
                 }
                 self.analyzer.record(&rec, pod);
+                if let Some(scene) = &mut self.scene {
+                    scene.record(&rec, rec.pod.unwrap_or(pod));
+                }
             }
             None => self.analyzer.skipped(Skipped::NotRecord),
         }
@@ -166,10 +193,18 @@ pub fn main(args: Args) -> ExitCode {
         .and_then(|c| c.parse().ok())
         .unwrap_or(100);
     let style = render::Style { colour, width };
+    let html = match &args.html {
+        Some(path) => match File::create(path) {
+            Ok(file) => Some((path.display().to_string(), file)),
+            Err(e) => return usage(&format!("cannot write {}: {e}", path.display())),
+        },
+        None => None,
+    };
     let out = Output {
         json: args.json,
         style,
         labels: sources.iter().map(|s| s.label.clone()).collect(),
+        html,
     };
     if args.follow {
         return match sources.pop() {
@@ -177,7 +212,7 @@ pub fn main(args: Args) -> ExitCode {
             None => usage("nothing to follow"),
         };
     }
-    let mut report = Report::new();
+    let mut report = out.report();
     for source in &mut sources {
         let fallback = fallback_pod(&source.label);
         let result = source.run(false, &mut |item, _| report.feed(item, &fallback));
@@ -193,9 +228,48 @@ struct Output {
     json: bool,
     style: render::Style,
     labels: Vec<String>,
+    /// `--html`: where the page goes (created before reading, so a bad path fails first).
+    html: Option<(String, File)>,
 }
 
 impl Output {
+    fn report(&self) -> Report {
+        if self.html.is_some() {
+            Report::with_scene()
+        } else {
+            Report::new()
+        }
+    }
+
+    /// Writes the page (from the start of the file: `--follow` may finish twice); false
+    /// when it could not be written.
+    fn write_page(&self, report: &Report) -> bool {
+        let (Some((name, mut file)), Some(page)) = (
+            self.html.as_ref().map(|(n, f)| (n, f)),
+            report.page(&self.labels),
+        ) else {
+            return true;
+        };
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(page.as_bytes()))
+            .and_then(|()| file.flush());
+        match written {
+            Ok(()) => {
+                eprintln!(
+                    "sockproxy report: wrote {name} ({} KB)",
+                    page.len().div_ceil(1024)
+                );
+                true
+            }
+            Err(e) => {
+                eprintln!("sockproxy report: cannot write {name}: {e}");
+                false
+            }
+        }
+    }
+
     /// Writes the whole report; the exit code follows the verdicts.
     fn finish(&self, report: &Report, follow: bool) -> ExitCode {
         let findings = report.findings();
@@ -215,6 +289,9 @@ impl Output {
         let mut stdout = std::io::stdout().lock();
         let _ = stdout.write_all(text.as_bytes());
         let _ = stdout.flush();
+        if !self.write_page(report) {
+            return ExitCode::from(2);
+        }
         exit_code(&findings)
     }
 
@@ -278,7 +355,7 @@ struct Following {
 /// whole report when the input ends or on Ctrl-C.
 fn follow(mut source: Source, out: Output) -> ExitCode {
     let state = Arc::new(Mutex::new(Following {
-        report: Report::new(),
+        report: out.report(),
         shown: vec![Verdict::NoEvidence; verdict::TITLES.len()],
     }));
     let out = Arc::new(out);
@@ -343,9 +420,13 @@ fn on_interrupt(then: impl FnOnce() -> ExitCode + Send + 'static) {
             }
         });
         let code = then();
-        // `ExitCode` has no public number; 1 means confirmed, as in the exit code table.
-        let confirmed = code == ExitCode::from(1);
-        std::process::exit(i32::from(confirmed));
+        // `ExitCode` has no public number: 1 means confirmed, 2 that the page could not be
+        // written, as in the exit code table.
+        let number = [1, 2]
+            .into_iter()
+            .find(|n| code == ExitCode::from(*n))
+            .unwrap_or(0);
+        std::process::exit(i32::from(number));
     });
 }
 

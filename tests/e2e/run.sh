@@ -134,6 +134,11 @@ node tools/summarize.js "$E2E_RUN_DIR" >"$E2E_RUN_DIR/summary.txt" 2>&1 || true
 if ! node tools/report-check.js "$E2E_RUN_DIR"; then
   [ "$status" -eq 0 ] && status=1
 fi
+# `report --html` on the H2, H5 and H6 runs, each page opened in Chromium and checked against the records;
+# report.html and report.png land in each scenario's folder.
+if ! node tools/html-check.js "$E2E_RUN_DIR"; then
+  [ "$status" -eq 0 ] && status=1
+fi
 echo "e2e: what sockproxy recorded, per scenario and pod: $E2E_RUN_DIR/summary.txt"
 echo "e2e: wall time $(($(date +%s) - started)) s, exit $status"
 echo "e2e: logs in $E2E_RUN_DIR"
