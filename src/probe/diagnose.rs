@@ -366,84 +366,20 @@ fn status_verdict(
     pods: &Pods,
     eio: u8,
 ) -> Verdict {
-    use Hypothesis::*;
     let code = error.and_then(|e| e.code);
     let quoted = error
         .map(|e| format!("{:?}", e.message))
         .unwrap_or_default();
     if code == Some(CODE_SID_UNKNOWN) {
-        return match pods {
-            Pods::Changed { from, to } => Verdict::new(
-                &[H2],
-                format!(
-                    "{status} code 1 \"Session ID unknown\": the sid was issued by {from} but this request reached {to}"
-                ),
-            ),
-            Pods::Unknown => Verdict::new(
-                &[H2],
-                format!(
-                    "{status} code 1 \"Session ID unknown\": the request reached a server process that did not issue the sid, most likely another pod (no X-Pod-Name to confirm: run sockproxy with --pod-header)"
-                ),
-            ),
-            Pods::Same(pod) => Verdict::new(
-                &[H5, H6],
-                format!(
-                    "{status} code 1 \"Session ID unknown\" from {pod}, the pod that issued the sid: the session was closed there (a restart, or a cut long-poll)"
-                ),
-            ),
-        };
+        return sid_unknown(status, pods);
     }
-    if step == StepName::Upgrade {
-        if code == Some(3) && json {
-            return Verdict::new(
-                &[H1],
-                format!(
-                    "{status} code 3 \"Bad request\" as JSON: engine.io got the websocket request as a plain request, without Upgrade or Connection: upgrade"
-                ),
-            );
-        }
-        if let Some(e) = error
-            && WS_HEADER_REFUSALS.contains(&e.message.as_str())
-        {
-            return Verdict::new(
-                &[H1],
-                format!(
-                    "{status} {:?}: the websocket server refused the upgrade headers it got; a hop changed them",
-                    e.message
-                ),
-            );
-        }
-        if status == 426 || (200..300).contains(&status) {
-            return Verdict::new(
-                &[H1],
-                format!("{status} instead of 101: the upgrade was not passed on"),
-            );
-        }
+    if step == StepName::Upgrade
+        && let Some(v) = upgrade_refused(status, code, error, json)
+    {
+        return v;
     }
-    match status {
-        502 | 503 => {
-            return Verdict::new(
-                &[H3, H5],
-                format!(
-                    "{status} from a proxy on the way: no healthy backend to send to (LB health check failing) or backends going away (draining, rollout)"
-                ),
-            );
-        }
-        504 => {
-            return Verdict::new(
-                &[H6],
-                format!(
-                    "{status}: a proxy on the way gave up waiting for the backend (backend timeout)"
-                ),
-            );
-        }
-        500..=599 => {
-            return Verdict::new(
-                &[H3, H5],
-                format!("{status} {quoted}: a server error on the way"),
-            );
-        }
-        _ => {}
+    if let Some(v) = server_error(status, &quoted) {
+        return v;
     }
     let why = match code {
         Some(5) => format!(
@@ -475,6 +411,92 @@ fn status_verdict(
         None => format!("unexpected {status}"),
     };
     Verdict::new(&[], why)
+}
+
+/// Code 1 "Session ID unknown": which pod the request reached says why.
+fn sid_unknown(status: u16, pods: &Pods) -> Verdict {
+    use Hypothesis::*;
+    match pods {
+        Pods::Changed { from, to } => Verdict::new(
+            &[H2],
+            format!(
+                "{status} code 1 \"Session ID unknown\": the sid was issued by {from} but this request reached {to}"
+            ),
+        ),
+        Pods::Unknown => Verdict::new(
+            &[H2],
+            format!(
+                "{status} code 1 \"Session ID unknown\": the request reached a server process that did not issue the sid, most likely another pod (no X-Pod-Name to confirm: run sockproxy with --pod-header)"
+            ),
+        ),
+        Pods::Same(pod) => Verdict::new(
+            &[H5, H6],
+            format!(
+                "{status} code 1 \"Session ID unknown\" from {pod}, the pod that issued the sid: the session was closed there (a restart, or a cut long-poll)"
+            ),
+        ),
+    }
+}
+
+/// The upgrade answered with something other than 101 that points at H1.
+fn upgrade_refused(
+    status: u16,
+    code: Option<u8>,
+    error: Option<&SioError>,
+    json: bool,
+) -> Option<Verdict> {
+    use Hypothesis::*;
+    if code == Some(3) && json {
+        return Some(Verdict::new(
+            &[H1],
+            format!(
+                "{status} code 3 \"Bad request\" as JSON: engine.io got the websocket request as a plain request, without Upgrade or Connection: upgrade"
+            ),
+        ));
+    }
+    if let Some(e) = error
+        && WS_HEADER_REFUSALS.contains(&e.message.as_str())
+    {
+        return Some(Verdict::new(
+            &[H1],
+            format!(
+                "{status} {:?}: the websocket server refused the upgrade headers it got; a hop changed them",
+                e.message
+            ),
+        ));
+    }
+    if status == 426 || (200..300).contains(&status) {
+        return Some(Verdict::new(
+            &[H1],
+            format!("{status} instead of 101: the upgrade was not passed on"),
+        ));
+    }
+    None
+}
+
+/// A 5xx from a proxy or server on the way.
+fn server_error(status: u16, quoted: &str) -> Option<Verdict> {
+    use Hypothesis::*;
+    let (hypotheses, why): (&[Hypothesis], String) = match status {
+        502 | 503 => (
+            &[H3, H5],
+            format!(
+                "{status} from a proxy on the way: no healthy backend to send to (LB health check failing) or backends going away (draining, rollout)"
+            ),
+        ),
+        504 => (
+            &[H6],
+            format!(
+                "{status}: a proxy on the way gave up waiting for the backend (backend timeout)"
+            ),
+        ),
+        500..=599 => (
+            &[H3, H5],
+            format!("{status} {quoted}: a server error on the way"),
+        ),
+        _ => return None,
+    };
+    Some(Verdict::new(hypotheses, why))
 }
 
 #[cfg(test)]

@@ -379,23 +379,7 @@ impl Run<'_> {
                 "send 2probe, expect 3probe, send 5",
                 t,
                 since,
-                async |ws: &mut Ws| {
-                    send(ws, "2probe").await?;
-                    let mut other = Vec::new();
-                    loop {
-                        let got = next_text(ws).await?;
-                        if got == "3probe" {
-                            break;
-                        }
-                        other.push(clip(&got));
-                    }
-                    send(ws, "5").await?;
-                    Ok(if other.is_empty() {
-                        "3probe, upgrade sent".to_string()
-                    } else {
-                        format!("3probe (after {}), upgrade sent", other.join(" "))
-                    })
-                },
+                async |ws: &mut Ws| probe_upgrade(ws).await,
                 &mut ws,
             )
             .await;
@@ -415,29 +399,7 @@ impl Run<'_> {
                 &request,
                 t,
                 since,
-                async move |ws: &mut Ws| match eio {
-                    Eio::V4 => {
-                        send(ws, &format!("40{PROBE_NAMESPACE},")).await?;
-                        loop {
-                            let got = next_text(ws).await?;
-                            if got == "2" {
-                                send(ws, "3").await?;
-                            } else if got.starts_with('4')
-                                && packets::namespace(&got) == PROBE_NAMESPACE
-                            {
-                                return Ok(format!("answer {}", clip(&got)));
-                            }
-                        }
-                    }
-                    Eio::V3 => {
-                        send(ws, "2").await?;
-                        loop {
-                            if next_text(ws).await? == "3" {
-                                return Ok("pong 3".to_string());
-                            }
-                        }
-                    }
-                },
+                async move |ws: &mut Ws| first_message(ws, eio).await,
                 &mut ws,
             )
             .await;
@@ -470,27 +432,7 @@ impl Run<'_> {
             "send 41, close frame, wait for the end",
             t,
             since,
-            async |ws: &mut Ws| {
-                send(ws, "41").await?;
-                ws.close(None).await.map_err(|_| WsEnd::Cut)?;
-                loop {
-                    match ws.next().await {
-                        Some(Ok(Message::Close(frame))) => {
-                            return Ok(match frame {
-                                Some(f) => format!("server answered close {}", u16::from(f.code)),
-                                None => "server answered close".to_string(),
-                            });
-                        }
-                        Some(Ok(_)) => continue,
-                        // After our close, the end of the stream is a clean end.
-                        Some(Err(_)) | None => {
-                            return Ok(
-                                "server ended the connection without a close frame".to_string()
-                            );
-                        }
-                    }
-                }
-            },
+            async |ws: &mut Ws| close(ws).await,
             &mut ws,
         )
         .await;
@@ -594,6 +536,23 @@ impl Run<'_> {
         done
     }
 
+    /// Sends `sent` again with `headers` instead of its own, within `--timeout`.
+    async fn resend(&mut self, sent: &Sent, headers: HeaderMap) -> Result<Answer, Failure> {
+        let req = Request::builder()
+            .method(sent.method.clone())
+            .uri(sent.target.as_str())
+            .body(Full::new(sent.body.clone()));
+        match req {
+            Ok(mut req) => {
+                *req.headers_mut() = headers;
+                self.exchange_within(req).await
+            }
+            Err(e) => Err(Failure::Unexpected(format!(
+                "cannot build the request: {e}"
+            ))),
+        }
+    }
+
     /// Sends the last request again, the same but for Origin, which it leaves out: a
     /// request without Origin passes Theia's same-origin check, so only its other checks
     /// can refuse it. Bounded by `--timeout` like every step; returns the step to show
@@ -638,19 +597,7 @@ impl Run<'_> {
             key
         });
         let started = Instant::now();
-        let req = Request::builder()
-            .method(sent.method.clone())
-            .uri(sent.target.as_str())
-            .body(Full::new(sent.body.clone()));
-        let result = match req {
-            Ok(mut req) => {
-                *req.headers_mut() = headers;
-                self.exchange_within(req).await
-            }
-            Err(e) => Err(Failure::Unexpected(format!(
-                "cannot build the request: {e}"
-            ))),
-        };
+        let result = self.resend(&sent, headers).await;
         let accepted = if ws_key.is_some() { 101 } else { 200 };
         let (resend, detail) = judge_resend(&result, accepted, &origin);
         let (status, seen, sio_error) = match &result {
@@ -1012,6 +959,71 @@ fn base36(mut n: u64) -> String {
     }
     out.reverse();
     String::from_utf8(out).expect("base-36 digits are ASCII")
+}
+
+/// The probe: `2probe` until `3probe`, then `5` (upgrade).
+async fn probe_upgrade(ws: &mut Ws) -> Result<String, WsEnd> {
+    send(ws, "2probe").await?;
+    let mut other = Vec::new();
+    loop {
+        let got = next_text(ws).await?;
+        if got == "3probe" {
+            break;
+        }
+        other.push(clip(&got));
+    }
+    send(ws, "5").await?;
+    Ok(if other.is_empty() {
+        "3probe, upgrade sent".to_string()
+    } else {
+        format!("3probe (after {}), upgrade sent", other.join(" "))
+    })
+}
+
+/// The first message over the websocket: v4 connects the namespace, v3 pings.
+async fn first_message(ws: &mut Ws, eio: Eio) -> Result<String, WsEnd> {
+    match eio {
+        Eio::V4 => {
+            send(ws, &format!("40{PROBE_NAMESPACE},")).await?;
+            loop {
+                let got = next_text(ws).await?;
+                if got == "2" {
+                    send(ws, "3").await?;
+                } else if got.starts_with('4') && packets::namespace(&got) == PROBE_NAMESPACE {
+                    return Ok(format!("answer {}", clip(&got)));
+                }
+            }
+        }
+        Eio::V3 => {
+            send(ws, "2").await?;
+            loop {
+                if next_text(ws).await? == "3" {
+                    return Ok("pong 3".to_string());
+                }
+            }
+        }
+    }
+}
+
+/// `41`, a close frame, and the server's answer.
+async fn close(ws: &mut Ws) -> Result<String, WsEnd> {
+    send(ws, "41").await?;
+    ws.close(None).await.map_err(|_| WsEnd::Cut)?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => {
+                return Ok(match frame {
+                    Some(f) => format!("server answered close {}", u16::from(f.code)),
+                    None => "server answered close".to_string(),
+                });
+            }
+            Some(Ok(_)) => continue,
+            // After our close, the end of the stream is a clean end.
+            Some(Err(_)) | None => {
+                return Ok("server ended the connection without a close frame".to_string());
+            }
+        }
+    }
 }
 
 #[cfg(test)]

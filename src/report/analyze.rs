@@ -2,182 +2,22 @@
 //! lifecycle (starts, drains, when theia answered), and hands each record to the session
 //! join and to every hypothesis' own fold (`sessions`, `h1` … `h6`). Pure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use super::evidence::{Distinct, PodId};
 use super::parse::{ClosedBy, Event, Flags, Outcome, Rec, Transport};
+use super::pods::{self, CLOCK_SKEW_US, PodStats};
 use super::recent::Recent;
 use super::{h1, h3, h4, h5, h6, lb_join, sessions};
 
-pub type PodId = u32;
-
-/// How many examples each piece of evidence keeps (the earliest by time).
-pub const MAX_EXAMPLES: usize = 3;
 /// Upgrades waiting for their `tunnel_closed` (the oldest are forgotten).
 pub const MAX_OPEN_TUNNELS: usize = 50_000;
 /// Distinct pods tracked by name; the rest share one bucket.
 pub const MAX_PODS: usize = 1024;
-/// Joined observations kept whole for the verdicts (the rest are only counted).
-pub const MAX_JOINED: usize = 2048;
-/// Distinct values (clients, origins) counted exactly; past this, counts are lower bounds.
-pub const MAX_DISTINCT: usize = 50_000;
 /// Start/drain times kept per pod.
 const MAX_LIFECYCLE: usize = 64;
 /// sockproxy's default `--drain-timeout`, for a `draining` record without `deadline_s`.
 const DEFAULT_DRAIN_S: f64 = 25.0;
-/// Theia's answers are remembered per pod in buckets of this many microseconds.
-const ANSWER_BUCKET_US: i64 = 10_000_000;
-/// Buckets of theia answers kept per pod (10 s each: about 11 days).
-const MAX_ANSWER_BUCKETS: usize = 100_000;
-
-/// One record quoted as evidence.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Example {
-    pub time: Option<i64>,
-    pub pod: PodId,
-    pub id: Option<String>,
-    pub text: String,
-}
-
-/// The earliest few examples (by time; records without one come last, in input order).
-#[derive(Clone, Debug, Default)]
-pub struct Examples(pub Vec<Example>);
-
-impl Examples {
-    pub fn offer(&mut self, time: Option<i64>, make: impl FnOnce() -> Example) {
-        let key = |t: Option<i64>| t.unwrap_or(i64::MAX);
-        if self.0.len() >= MAX_EXAMPLES {
-            match self.0.last() {
-                Some(last) if key(time) < key(last.time) => {
-                    self.0.pop();
-                }
-                _ => return,
-            }
-        }
-        let e = make();
-        let at = self.0.partition_point(|x| key(x.time) <= key(e.time));
-        self.0.insert(at, e);
-    }
-}
-
-/// Distinct strings (clients, origins), exact up to [`MAX_DISTINCT`].
-#[derive(Clone, Debug, Default)]
-pub struct Distinct {
-    set: HashSet<Box<str>>,
-    pub saturated: bool,
-}
-
-impl Distinct {
-    pub fn add(&mut self, v: &str) {
-        if self.set.contains(v) {
-            return;
-        }
-        if self.set.len() >= MAX_DISTINCT {
-            self.saturated = true;
-            return;
-        }
-        self.set.insert(Box::from(v));
-    }
-
-    pub fn len(&self) -> u64 {
-        self.set.len() as u64
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
-    pub fn contains(&self, v: &str) -> bool {
-        self.set.contains(v)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.set.iter().map(|s| &**s)
-    }
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct PodStats {
-    pub name: String,
-    /// `pod_ip`, as first seen.
-    pub ip: Option<Box<str>>,
-    pub records: u64,
-    pub first: Option<i64>,
-    pub last: Option<i64>,
-    pub handshakes: u64,
-    pub ws_attempts: u64,
-    pub upgrades: u64,
-    /// 4xx answers on socket.io paths.
-    pub refusals: u64,
-    /// 5xx answers and exchanges that got no answer from theia.
-    pub server_errors: u64,
-    pub tunnels_closed: u64,
-    /// `listening` times (the first is the start; later ones are restarts).
-    pub starts: Vec<i64>,
-    pub drains: Vec<i64>,
-    /// Each drain's window: from `draining` to its deadline (plus the clock skew).
-    pub drain_windows: Vec<(i64, i64)>,
-    /// Times theia answered (status from theia, not sockproxy's own), by 10 s bucket:
-    /// the earliest and latest answer in each.
-    answers: HashMap<i64, (i64, i64)>,
-}
-
-impl PodStats {
-    /// Whether theia answered anything on this pod between `from` and `to` (inclusive).
-    pub fn answered_between(&self, from: i64, to: i64) -> bool {
-        if to < from {
-            return false;
-        }
-        let (b0, b1) = (
-            from.div_euclid(ANSWER_BUCKET_US),
-            to.div_euclid(ANSWER_BUCKET_US),
-        );
-        if b1 - b0 > 2 {
-            // Any answer in a bucket wholly inside the range counts.
-            if (b0 + 1..b1).any(|b| self.answers.contains_key(&b)) {
-                return true;
-            }
-        } else if b1 - b0 == 2 && self.answers.contains_key(&(b0 + 1)) {
-            return true;
-        }
-        [b0, b1].iter().any(|b| {
-            self.answers
-                .get(b)
-                .is_some_and(|(lo, hi)| (from..=to).contains(lo) || (from..=to).contains(hi))
-        })
-    }
-
-    fn answered(&mut self, t: i64) {
-        let b = t.div_euclid(ANSWER_BUCKET_US);
-        if let Some((lo, hi)) = self.answers.get_mut(&b) {
-            *lo = (*lo).min(t);
-            *hi = (*hi).max(t);
-        } else if self.answers.len() < MAX_ANSWER_BUCKETS {
-            self.answers.insert(b, (t, t));
-        }
-    }
-
-    /// Whether `t` falls in one of this pod's drain windows.
-    pub fn draining_at(&self, t: i64) -> bool {
-        self.drain_windows
-            .iter()
-            .any(|(from, to)| (*from..=*to).contains(&t))
-    }
-
-    /// How far this pod's clock and `other`'s may disagree: none when both report the same
-    /// `pod_ip` (one host, one clock: a local run), else the skew pods may have.
-    pub fn skew_to(&self, other: &PodStats) -> i64 {
-        match (&self.ip, &other.ip) {
-            (Some(a), Some(b)) if a == b => 0,
-            _ => sessions::CLOCK_SKEW_US,
-        }
-    }
-
-    /// The latest start at or before `t`.
-    pub fn start_before(&self, t: i64) -> Option<i64> {
-        self.starts.iter().copied().filter(|s| *s <= t).max()
-    }
-}
-
 /// What the input held besides records.
 #[derive(Clone, Debug, Default)]
 pub struct InputStats {
@@ -314,7 +154,7 @@ impl Analyzer {
     }
 
     pub fn pod_name(&self, pod: PodId) -> &str {
-        self.pods.get(pod as usize).map_or("?", |p| p.name.as_str())
+        pods::name(&self.pods, pod)
     }
 
     fn pod_id(&mut self, name: &str) -> PodId {
@@ -337,10 +177,7 @@ impl Analyzer {
             return id;
         }
         let id = self.pods.len() as PodId;
-        self.pods.push(PodStats {
-            name: name.to_string(),
-            ..PodStats::default()
-        });
+        self.pods.push(PodStats::named(name));
         self.pod_index.insert(name.to_string(), id);
         self.last_pod = id;
         id
@@ -384,10 +221,8 @@ impl Analyzer {
                         let us = (deadline.unwrap_or(DEFAULT_DRAIN_S).min(86_400.0) * 1e6) as i64;
                         // From a little before the record: as a native sidecar, sockproxy
                         // gets SIGTERM only after theia has begun closing.
-                        p.drain_windows.push((
-                            t - sessions::CLOCK_SKEW_US,
-                            t + us + sessions::CLOCK_SKEW_US,
-                        ));
+                        p.drain_windows
+                            .push((t - CLOCK_SKEW_US, t + us + CLOCK_SKEW_US));
                     }
                 }
                 self.h5.draining(r, pod);
@@ -417,27 +252,7 @@ impl Analyzer {
         // CONNECT, 400 for chunked twice) refuse the client and say nothing about theia.
         let upstream_failed = r.flags.has(Flags::UPSTREAM_UNREACHABLE)
             || (r.upstream_error.is_some() && (status == 0 || status >= 500));
-        {
-            let p = &mut self.pods[pod as usize];
-            if is_ws {
-                p.ws_attempts += 1;
-            }
-            if upgraded {
-                p.upgrades += 1;
-            }
-            if refused {
-                p.refusals += 1;
-            }
-            if status >= 500 || r.outcome == Outcome::UpstreamError {
-                p.server_errors += 1;
-            }
-            if status > 0
-                && !upstream_failed
-                && let Some(t) = r.time
-            {
-                p.answered(t);
-            }
-        }
+        self.pod_counts(r, pod, status, refused, upstream_failed);
         if sio && let Some(ip) = r.remote_ip {
             self.picture.clients.add(ip);
         }
@@ -446,34 +261,10 @@ impl Analyzer {
         }
         if upgraded {
             self.picture.upgrades += 1;
-            if let Some(id) = r.id {
-                let key = (pod, Box::from(id));
-                if let Some(counted) = self.closed_early.remove(&key) {
-                    // Its close came first: the pair is whole, and counted once.
-                    self.picture.closes_without_upgrade =
-                        self.picture.closes_without_upgrade.saturating_sub(1);
-                    if counted {
-                        self.picture.handshakes_ws_only =
-                            self.picture.handshakes_ws_only.saturating_sub(1);
-                        let p = &mut self.pods[pod as usize];
-                        p.handshakes = p.handshakes.saturating_sub(1);
-                    }
-                } else {
-                    self.open_tunnels.entry(&key, |k| k.clone(), || ());
-                }
-            }
+            self.pair_upgrade(r, pod);
         }
         if sio && r.sid.is_none() || r.handshake {
-            // A handshake attempt: a polling GET without sid, or a websocket-only upgrade.
-            if r.handshake && status == 200 {
-                self.picture.handshakes_polling += 1;
-                self.pods[pod as usize].handshakes += 1;
-            } else if upgraded {
-                self.picture.handshakes_ws_only += 1;
-                self.pods[pod as usize].handshakes += 1;
-            } else if status != 200 && r.method == Some("GET") {
-                self.picture.handshakes_refused += 1;
-            }
+            self.handshake(r, pod, status, upgraded);
         }
         if refused {
             let code = r.error_code.filter(|c| (0..=5).contains(c)).unwrap_or(6);
@@ -504,6 +295,73 @@ impl Analyzer {
         );
         if aborted_poll {
             self.h6.poll_cut(r, pod);
+        }
+    }
+
+    /// The pod's own counts of one exchange, and when theia answered on it.
+    fn pod_counts(
+        &mut self,
+        r: &Rec<'_>,
+        pod: PodId,
+        status: u16,
+        refused: bool,
+        upstream_failed: bool,
+    ) {
+        let (is_ws, upgraded) = (
+            r.transport == Some(Transport::Websocket),
+            r.event == Event::Upgrade,
+        );
+        let p = &mut self.pods[pod as usize];
+        if is_ws {
+            p.ws_attempts += 1;
+        }
+        if upgraded {
+            p.upgrades += 1;
+        }
+        if refused {
+            p.refusals += 1;
+        }
+        if status >= 500 || r.outcome == Outcome::UpstreamError {
+            p.server_errors += 1;
+        }
+        if status > 0
+            && !upstream_failed
+            && let Some(t) = r.time
+        {
+            p.answered(t);
+        }
+    }
+
+    /// An `upgrade` waits for its `tunnel_closed`, or completes one read before it.
+    fn pair_upgrade(&mut self, r: &Rec<'_>, pod: PodId) {
+        if let Some(id) = r.id {
+            let key = (pod, Box::from(id));
+            if let Some(counted) = self.closed_early.remove(&key) {
+                // Its close came first: the pair is whole, and counted once.
+                self.picture.closes_without_upgrade =
+                    self.picture.closes_without_upgrade.saturating_sub(1);
+                if counted {
+                    self.picture.handshakes_ws_only =
+                        self.picture.handshakes_ws_only.saturating_sub(1);
+                    let p = &mut self.pods[pod as usize];
+                    p.handshakes = p.handshakes.saturating_sub(1);
+                }
+            } else {
+                self.open_tunnels.entry(&key, |k| k.clone(), || ());
+            }
+        }
+    }
+
+    /// A handshake attempt: a polling GET without sid, or a websocket-only upgrade.
+    fn handshake(&mut self, r: &Rec<'_>, pod: PodId, status: u16, upgraded: bool) {
+        if r.handshake && status == 200 {
+            self.picture.handshakes_polling += 1;
+            self.pods[pod as usize].handshakes += 1;
+        } else if upgraded {
+            self.picture.handshakes_ws_only += 1;
+            self.pods[pod as usize].handshakes += 1;
+        } else if status != 200 && r.method == Some("GET") {
+            self.picture.handshakes_refused += 1;
         }
     }
 
@@ -548,89 +406,9 @@ fn push_capped(v: &mut Vec<i64>, t: i64) {
     }
 }
 
-pub fn example(r: &Rec<'_>, pod: PodId, text: String) -> Example {
-    Example {
-        time: r.time,
-        pod,
-        id: r.id.map(str::to_string),
-        text,
-    }
-}
-
-/// `GET websocket 400 Bad request (code 3)`, `POST polling 200`, `GET /health 404`.
-pub fn describe(r: &Rec<'_>) -> String {
-    let method = r.method.unwrap_or("?");
-    let what = match r.transport {
-        Some(t @ (Transport::Polling | Transport::Websocket)) => t.name(),
-        _ => r.path.unwrap_or("?"),
-    };
-    let mut s = format!("{method} {what} {}", status_text(r.status.unwrap_or(0)));
-    if let Some(m) = r.error_message {
-        s.push(' ');
-        s.push_str(m);
-        if let Some(c) = r.error_code {
-            s.push_str(&format!(" (code {c})"));
-        }
-    }
-    if r.handshake {
-        s.push_str(" (handshake)");
-    }
-    s
-}
-
-pub fn status_text(status: u16) -> String {
-    if status == 0 {
-        "no answer".to_string()
-    } else {
-        status.to_string()
-    }
-}
-
-/// `2.963 s`, `20.2 s`, `412 ms`.
-pub fn secs(ms: f64) -> String {
-    if ms < 1000.0 {
-        format!("{ms:.0} ms")
-    } else if ms < 10_000.0 {
-        format!("{:.3} s", ms / 1000.0)
-    } else {
-        format!("{:.1} s", ms / 1000.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn examples_keep_the_earliest() {
-        let mk = |t: Option<i64>| Example {
-            time: t,
-            pod: 0,
-            id: None,
-            text: format!("{t:?}"),
-        };
-        type Times<'a> = &'a [Option<i64>];
-        let cases: &[(Times, Times)] = &[
-            (&[Some(5), Some(1), Some(3)], &[Some(1), Some(3), Some(5)]),
-            (
-                &[Some(5), Some(4), Some(3), Some(2), Some(1)],
-                &[Some(1), Some(2), Some(3)],
-            ),
-            (&[None, Some(9), None, Some(1)], &[Some(1), Some(9), None]),
-            (
-                &[Some(1), Some(1), Some(1), Some(1)],
-                &[Some(1), Some(1), Some(1)],
-            ),
-        ];
-        for (offered, kept) in cases {
-            let mut ex = Examples::default();
-            for t in *offered {
-                ex.offer(*t, || mk(*t));
-            }
-            let got: Vec<Option<i64>> = ex.0.iter().map(|e| e.time).collect();
-            assert_eq!(&got, kept, "{offered:?}");
-        }
-    }
 
     #[test]
     fn sockproxy_refusing_a_client_is_not_theia_failing() {
@@ -657,39 +435,6 @@ mod tests {
             a.record(&super::super::parse::Rec::of(&raw).expect("a record"), "?");
             assert_eq!(a.picture.upstream_errors, want, "{line}");
             assert_eq!(a.h5.upstream_failures.len() as u64, want, "{line}");
-        }
-    }
-
-    #[test]
-    fn answers_by_bucket() {
-        let s = 1_000_000i64;
-        let mut p = PodStats::default();
-        p.answered(100 * s);
-        p.answered(105 * s);
-        p.answered(300 * s);
-        let cases = [
-            (0, 99 * s, false),
-            (0, 100 * s, true),
-            (101 * s, 104 * s, false),
-            (101 * s, 106 * s, true),
-            (106 * s, 299 * s, false),
-            (200 * s, 400 * s, true),
-            (301 * s, 900 * s, false),
-        ];
-        for (from, to, want) in cases {
-            assert_eq!(p.answered_between(from, to), want, "{from}..{to}");
-        }
-    }
-
-    #[test]
-    fn seconds() {
-        let cases = [
-            (412.4, "412 ms"),
-            (2962.667, "2.963 s"),
-            (20231.3, "20.2 s"),
-        ];
-        for (ms, want) in cases {
-            assert_eq!(secs(ms), want);
         }
     }
 }

@@ -9,8 +9,9 @@
 //! (scanners, bots), and says nothing about the path. A request that reached theia as
 //! HTTP/1.0 cannot upgrade either: nginx's default `proxy_http_version` is 1.0.
 
-use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
+use super::evidence::{Distinct, Examples, PodId, describe, example, list};
 use super::parse::{Event, Flags, Rec, Transport};
+use super::pods::{self, PodStats};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
 pub const RULE: &str = "confirmed when browser websocket attempts (with Sec-WebSocket-Key) reached theia without Upgrade or `Connection: upgrade` from at least half of the clients that attempted one (and ≥ 20 % of all attempts), or for at least half of one pod's attempts from ≥ 2 clients (≥ 2 attempts either way); isolated when fewer; requests without Sec-WebSocket-Key are not browsers and never count";
@@ -150,7 +151,7 @@ impl H1 {
             .map(|(i, t)| (i, t.stripped, t.attempts))
     }
 
-    pub fn verdict(&self, a: &Analyzer) -> Finding {
+    pub fn verdict(&self, pods: &[PodStats]) -> Finding {
         let clients = self.clients_attempting.len();
         let stripped_clients = self.clients_stripped.len();
         let what = match (self.missing_upgrade > 0, self.missing_connection > 0) {
@@ -171,58 +172,104 @@ impl H1 {
             && share_at_least(self.stripped, self.attempts, ATTEMPT_SHARE);
         let pod = self.stripping_pod();
         let mut f = if self.stripped > 0 && (by_clients || pod.is_some()) {
-            let mut s = headline;
-            if self.got_400 > 0 {
-                s.push_str(&format!(
-                    "; {} got 400{}",
-                    count(self.got_400),
-                    if self.code3 > 0 {
-                        format!(" ({} × code 3 Bad request)", count(self.code3))
-                    } else {
-                        String::new()
-                    }
-                ));
-            }
-            let mut f = Finding::new(0, Verdict::Confirmed, s, RULE, FIX);
-            if let (false, Some((p, s, n))) = (by_clients, pod) {
-                f.details.push(format!(
-                    "on {}: {} attempts stripped — that pod's path (its nginx?) drops the headers",
-                    a.pod_name(p as u32),
-                    of(s, n)
-                ));
-            }
-            if self.upgraded > 0 {
-                f.details.push(format!(
-                    "{} did arrive with both headers and got 101: some path keeps them, another drops them",
-                    plural(self.upgraded, "upgrade", "upgrades")
-                ));
-            }
-            f
+            self.confirmed(headline, by_clients, pod, pods)
         } else if self.stripped > 0 {
-            let why = if self.stripped < MIN_STRIPPED {
-                format!(
-                    "one attempt is too few to act on; {} upgraded",
-                    count(self.upgraded)
-                )
-            } else {
-                format!(
-                    "{} upgraded: the path to theia keeps the headers, a proxy on those clients' side drops them",
-                    count(self.upgraded)
-                )
-            };
-            let mut f = Finding::new(
-                0,
-                Verdict::Isolated,
-                format!("{headline}; {why}"),
-                RULE,
-                FIX,
-            );
-            f.details.push(format!(
-                "clients whose attempts lost the headers: {}",
-                list(&self.clients_stripped, 5)
+            self.isolated(headline)
+        } else {
+            self.unstripped()
+        };
+        self.side_notes(&mut f);
+        f.counts = vec![
+            ("browser_ws_attempts", self.attempts),
+            ("upgraded", self.upgraded),
+            // The name before `upgraded` (kept for scripts that read it).
+            ("upgraded_with_headers", self.upgraded),
+            ("stripped", self.stripped),
+            ("upgrade_header_missing", self.missing_upgrade),
+            ("connection_upgrade_missing", self.missing_connection),
+            ("http10", self.http10),
+            ("connection_close", self.connection_close),
+            ("refused_400", self.got_400),
+            ("code_3", self.code3),
+            ("clients_attempting", clients),
+            ("clients_stripped", stripped_clients),
+            ("not_browser", self.not_browser),
+        ];
+        f.examples = if self.stripped > 0 {
+            self.examples.0.clone()
+        } else {
+            self.not_browser_examples.0.clone()
+        };
+        f
+    }
+
+    /// Stripped for enough clients, or on one pod: `pod` is the pod that strips most.
+    fn confirmed(
+        &self,
+        headline: String,
+        by_clients: bool,
+        pod: Option<(usize, u64, u64)>,
+        pods: &[PodStats],
+    ) -> Finding {
+        let mut s = headline;
+        if self.got_400 > 0 {
+            s.push_str(&format!(
+                "; {} got 400{}",
+                count(self.got_400),
+                if self.code3 > 0 {
+                    format!(" ({} × code 3 Bad request)", count(self.code3))
+                } else {
+                    String::new()
+                }
             ));
-            f
-        } else if self.upgraded > 0 {
+        }
+        let mut f = Finding::new(0, Verdict::Confirmed, s, RULE, FIX);
+        if let (false, Some((p, s, n))) = (by_clients, pod) {
+            f.details.push(format!(
+                "on {}: {} attempts stripped — that pod's path (its nginx?) drops the headers",
+                pods::name(pods, p as u32),
+                of(s, n)
+            ));
+        }
+        if self.upgraded > 0 {
+            f.details.push(format!(
+                "{} did arrive with both headers and got 101: some path keeps them, another drops them",
+                plural(self.upgraded, "upgrade", "upgrades")
+            ));
+        }
+        f
+    }
+
+    /// Stripped, but for too few attempts or clients.
+    fn isolated(&self, headline: String) -> Finding {
+        let why = if self.stripped < MIN_STRIPPED {
+            format!(
+                "one attempt is too few to act on; {} upgraded",
+                count(self.upgraded)
+            )
+        } else {
+            format!(
+                "{} upgraded: the path to theia keeps the headers, a proxy on those clients' side drops them",
+                count(self.upgraded)
+            )
+        };
+        let mut f = Finding::new(
+            0,
+            Verdict::Isolated,
+            format!("{headline}; {why}"),
+            RULE,
+            FIX,
+        );
+        f.details.push(format!(
+            "clients whose attempts lost the headers: {}",
+            list(&self.clients_stripped, 5)
+        ));
+        f
+    }
+
+    /// Nothing stripped: ruled out when attempts upgraded, else no evidence.
+    fn unstripped(&self) -> Finding {
+        if self.upgraded > 0 {
             Finding::new(
                 0,
                 Verdict::RuledOut,
@@ -257,7 +304,11 @@ impl H1 {
                 RULE,
                 FIX,
             )
-        };
+        }
+    }
+
+    /// What else the stripped attempts show (HTTP/1.0, `Connection: close`, non-browsers).
+    fn side_notes(&self, f: &mut Finding) {
         if self.http10 > 0 {
             f.details.push(format!(
                 "{} reached theia as HTTP/1.0, which cannot upgrade: nginx's default `proxy_http_version 1.0` (set `proxy_http_version 1.1`)",
@@ -276,40 +327,5 @@ impl H1 {
                 plural(self.not_browser, "websocket request", "websocket requests")
             ));
         }
-        f.counts = vec![
-            ("browser_ws_attempts", self.attempts),
-            ("upgraded", self.upgraded),
-            // The name before `upgraded` (kept for scripts that read it).
-            ("upgraded_with_headers", self.upgraded),
-            ("stripped", self.stripped),
-            ("upgrade_header_missing", self.missing_upgrade),
-            ("connection_upgrade_missing", self.missing_connection),
-            ("http10", self.http10),
-            ("connection_close", self.connection_close),
-            ("refused_400", self.got_400),
-            ("code_3", self.code3),
-            ("clients_attempting", clients),
-            ("clients_stripped", stripped_clients),
-            ("not_browser", self.not_browser),
-        ];
-        f.examples = if self.stripped > 0 {
-            self.examples.0.clone()
-        } else {
-            self.not_browser_examples.0.clone()
-        };
-        f
     }
-}
-
-/// Up to `n` values, sorted, then how many more.
-pub fn list(d: &Distinct, n: usize) -> String {
-    let mut v: Vec<&str> = d.iter().collect();
-    v.sort_unstable();
-    let more = v.len().saturating_sub(n);
-    v.truncate(n);
-    let mut s = v.join(", ");
-    if more > 0 {
-        s.push_str(&format!(" and {more} more"));
-    }
-    s
 }

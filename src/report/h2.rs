@@ -6,9 +6,9 @@
 //! rollouts (H5), a client that drops cookies, or a dead pod move one. So the rule looks
 //! at the share of sessions that moved while the pod that issued them was still up.
 
-use super::analyze::MAX_EXAMPLES;
-use super::analyze::{Analyzer, Example};
-use super::sessions::{Moved, cross_example};
+use super::evidence::{Example, MAX_EXAMPLES};
+use super::pods::{self, PodStats};
+use super::sessions::{Moved, Sessions, cross_example};
 use super::verdict::{Finding, Verdict, count, earliest, of, plural, share_at_least};
 
 pub const RULE: &str = "confirmed when at least 2 sessions and 10 % (50 % when no pod's start or drain is in the records) of the sessions seen again after their handshake came back on another pod while the pod that issued them was still up (moves within 5 s of a drain, restart or the issuing pod's last record are counted under H5); isolated when fewer; ruled out when none moved and sessions stayed on at least two pods that served at the same time (≥ 5 later requests)";
@@ -24,149 +24,46 @@ const MIN_MOVED: u64 = 2;
 /// chance, with no affinity and two pods, five in a row stay with odds of 1 in 32.
 const MIN_STAYED_USES: u64 = 5;
 
-pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
-    let h = &a.sessions;
-    let name = |p| a.pod_name(p).to_string();
-    let seen = h.seen_again();
-    let moved = m.affinity.len() as u64 + h.joined.crosses_not_kept;
-    let concurrent = concurrent_pods(a);
-    // Without any `listening` or `draining` record (logs filtered with grep, say), moves
-    // after rollouts cannot be told from moves while the pod was up: ask for more.
-    let blind = a
-        .pods
-        .iter()
-        .all(|p| p.starts.is_empty() && p.drains.is_empty());
-    let share = if blind { BLIND_SHARE } else { SHARE };
-    let mut f = if moved >= MIN_MOVED && share_at_least(moved, seen, share) {
-        let mut pairs: Vec<(u32, u32)> = m.affinity.iter().map(|c| (c.issued_pod, c.pod)).collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        let route = match pairs.as_slice() {
-            [(from, to)] => format!("on {} came back on {}", a.pod_name(*from), a.pod_name(*to)),
-            _ => format!(
-                "on one pod came back on another ({} pod pairs)",
-                count(pairs.len() as u64)
-            ),
-        };
-        let refused = m.affinity.iter().filter(|c| c.refused).count() as u64;
-        let mut f = Finding::new(
-            1,
-            Verdict::Confirmed,
-            format!(
-                "{} sessions seen again {route} while their pod was up; {} refused with Session ID unknown",
-                of(moved, seen),
-                plural(h.foreign_refusals.max(refused), "request", "requests"),
-            ),
-            RULE,
-            FIX,
-        );
-        f.examples = earliest(
-            MAX_EXAMPLES,
-            m.affinity.iter().map(|c| cross_example(name, c)),
-        );
-        if h.joined.stayed > 0 {
-            f.details.push(format!(
-                "{} stayed on the pod that issued them",
-                plural(h.joined.stayed, "session", "sessions")
-            ));
-        }
-        f
-    } else if moved > 0 {
-        let mut f = Finding::new(
-            1,
-            Verdict::Isolated,
-            if moved < MIN_MOVED {
-                format!(
-                    "{} sessions seen again came back on another pod while theirs was up: too few to act on (one session can move for its own reasons: its client changed address or dropped the cookie)",
-                    of(moved, seen)
-                )
-            } else {
-                format!(
-                    "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies or changed address?){}",
-                    of(moved, seen),
-                    count(h.joined.stayed),
-                    if blind {
-                        "; no pod's start or drain is in the records, so moves after rollouts look the same"
-                    } else {
-                        ""
-                    }
-                )
-            },
-            RULE,
-            FIX,
-        );
-        f.examples = earliest(
-            MAX_EXAMPLES,
-            m.affinity.iter().map(|c| cross_example(name, c)),
-        );
-        f
-    } else if concurrent >= 2 && h.stayed_uses >= MIN_STAYED_USES && h.unjoined * 10 <= seen {
-        Finding::new(
-            1,
-            Verdict::RuledOut,
-            format!(
-                "{} seen again stayed on the pod that issued them ({} later requests; {} pods served at the same time); none moved while its pod was up",
-                plural(h.joined.stayed, "session", "sessions"),
-                count(h.stayed_uses),
-                concurrent
-            ),
-            RULE,
-            FIX,
-        )
-    } else if h.unjoined > 0 {
-        let mut f = Finding::new(
-            1,
-            Verdict::NoEvidence,
-            format!(
-                "{} refused as unknown, issued by no pod in these records",
-                plural(h.unjoined, "sid", "sids")
-            ),
-            RULE,
-            FIX,
-        );
-        f.details.push(
-            "another pod's records may show it issued: read every pod's records together"
-                .to_string(),
-        );
-        f.examples = h
-            .unjoined_examples
+/// What H2's verdict reads, counted once.
+struct Tally<'a> {
+    pods: &'a [PodStats],
+    h: &'a Sessions,
+    m: &'a Moved<'a>,
+    /// Sessions seen again after their handshake.
+    seen: u64,
+    /// Of those, the ones that came back on another pod while theirs was up.
+    moved: u64,
+    concurrent: u64,
+    /// No pod's start or drain is in the records.
+    blind: bool,
+}
+
+pub fn verdict(pods: &[PodStats], h: &Sessions, m: &Moved<'_>) -> Finding {
+    let t = Tally {
+        pods,
+        h,
+        m,
+        seen: h.seen_again(),
+        moved: m.affinity.len() as u64 + h.joined.crosses_not_kept,
+        concurrent: concurrent_pods(pods, h),
+        // Without any `listening` or `draining` record (logs filtered with grep, say), moves
+        // after rollouts cannot be told from moves while the pod was up: ask for more.
+        blind: pods
             .iter()
-            .map(|(sid, e)| Example {
-                text: format!("sid {sid}: {}", e.text),
-                ..e.clone()
-            })
-            .collect();
-        f
-    } else if a.pods.len() < 2 {
-        Finding::new(
-            1,
-            Verdict::NoEvidence,
-            "one pod in the records: affinity cannot be tested".to_string(),
-            RULE,
-            FIX,
-        )
-    } else if concurrent < 2 {
-        Finding::new(
-            1,
-            Verdict::NoEvidence,
-            format!(
-                "{} sessions seen again, but no two pods kept sessions at the same time: affinity cannot be tested",
-                count(seen)
-            ),
-            RULE,
-            FIX,
-        )
+            .all(|p| p.starts.is_empty() && p.drains.is_empty()),
+    };
+    let share = if t.blind { BLIND_SHARE } else { SHARE };
+    let (seen, moved, concurrent) = (t.seen, t.moved, t.concurrent);
+    let mut f = if moved >= MIN_MOVED && share_at_least(moved, seen, share) {
+        confirmed(&t)
+    } else if moved > 0 {
+        isolated(&t)
+    } else if concurrent >= 2 && h.stayed_uses >= MIN_STAYED_USES && h.unjoined * 10 <= seen {
+        ruled_out(&t)
+    } else if h.unjoined > 0 {
+        unjoined(&t)
     } else {
-        Finding::new(
-            1,
-            Verdict::NoEvidence,
-            format!(
-                "{} later requests of sessions: too few to tell",
-                count(h.stayed_uses)
-            ),
-            RULE,
-            FIX,
-        )
+        untested(&t)
     };
     if !m.after_drain.is_empty() {
         f.details.push(format!(
@@ -183,24 +80,177 @@ pub fn verdict(a: &Analyzer, m: &Moved<'_>) -> Finding {
         ("sids_crossed_after_drain", m.after_drain.len() as u64),
         ("sid_unknown_refusals", h.sid_unknown),
         ("sids_refused_unjoined", h.unjoined),
-        ("pods", a.pods.len() as u64),
+        ("pods", pods.len() as u64),
         ("pods_serving_together", concurrent),
     ];
     f
 }
 
+/// Sessions moved while their pod was up, often enough to act on.
+fn confirmed(t: &Tally<'_>) -> Finding {
+    let mut pairs: Vec<(u32, u32)> = t.m.affinity.iter().map(|c| (c.issued_pod, c.pod)).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let route = match pairs.as_slice() {
+        [(from, to)] => format!(
+            "on {} came back on {}",
+            pods::name(t.pods, *from),
+            pods::name(t.pods, *to)
+        ),
+        _ => format!(
+            "on one pod came back on another ({} pod pairs)",
+            count(pairs.len() as u64)
+        ),
+    };
+    let refused = t.m.affinity.iter().filter(|c| c.refused).count() as u64;
+    let mut f = Finding::new(
+        1,
+        Verdict::Confirmed,
+        format!(
+            "{} sessions seen again {route} while their pod was up; {} refused with Session ID unknown",
+            of(t.moved, t.seen),
+            plural(t.h.foreign_refusals.max(refused), "request", "requests"),
+        ),
+        RULE,
+        FIX,
+    );
+    f.examples = earliest(
+        MAX_EXAMPLES,
+        t.m.affinity
+            .iter()
+            .map(|c| cross_example(|p| pods::name(t.pods, p).to_string(), c)),
+    );
+    if t.h.joined.stayed > 0 {
+        f.details.push(format!(
+            "{} stayed on the pod that issued them",
+            plural(t.h.joined.stayed, "session", "sessions")
+        ));
+    }
+    f
+}
+
+/// Sessions moved, but too few (or most stayed).
+fn isolated(t: &Tally<'_>) -> Finding {
+    let mut f = Finding::new(
+        1,
+        Verdict::Isolated,
+        if t.moved < MIN_MOVED {
+            format!(
+                "{} sessions seen again came back on another pod while theirs was up: too few to act on (one session can move for its own reasons: its client changed address or dropped the cookie)",
+                of(t.moved, t.seen)
+            )
+        } else {
+            format!(
+                "{} sessions seen again came back on another pod while theirs was up; {} stayed: affinity holds for the rest (a client that drops cookies or changed address?){}",
+                of(t.moved, t.seen),
+                count(t.h.joined.stayed),
+                if t.blind {
+                    "; no pod's start or drain is in the records, so moves after rollouts look the same"
+                } else {
+                    ""
+                }
+            )
+        },
+        RULE,
+        FIX,
+    );
+    f.examples = earliest(
+        MAX_EXAMPLES,
+        t.m.affinity
+            .iter()
+            .map(|c| cross_example(|p| pods::name(t.pods, p).to_string(), c)),
+    );
+    f
+}
+
+/// Sessions stayed on pods that served at the same time.
+fn ruled_out(t: &Tally<'_>) -> Finding {
+    Finding::new(
+        1,
+        Verdict::RuledOut,
+        format!(
+            "{} seen again stayed on the pod that issued them ({} later requests; {} pods served at the same time); none moved while its pod was up",
+            plural(t.h.joined.stayed, "session", "sessions"),
+            count(t.h.stayed_uses),
+            t.concurrent
+        ),
+        RULE,
+        FIX,
+    )
+}
+
+/// Sids refused as unknown that no pod in the records issued.
+fn unjoined(t: &Tally<'_>) -> Finding {
+    let mut f = Finding::new(
+        1,
+        Verdict::NoEvidence,
+        format!(
+            "{} refused as unknown, issued by no pod in these records",
+            plural(t.h.unjoined, "sid", "sids")
+        ),
+        RULE,
+        FIX,
+    );
+    f.details.push(
+        "another pod's records may show it issued: read every pod's records together".to_string(),
+    );
+    f.examples =
+        t.h.unjoined_examples
+            .iter()
+            .map(|(sid, e)| Example {
+                text: format!("sid {sid}: {}", e.text),
+                ..e.clone()
+            })
+            .collect();
+    f
+}
+
+/// Nothing moved, and the records cannot show that affinity holds.
+fn untested(t: &Tally<'_>) -> Finding {
+    if t.pods.len() < 2 {
+        Finding::new(
+            1,
+            Verdict::NoEvidence,
+            "one pod in the records: affinity cannot be tested".to_string(),
+            RULE,
+            FIX,
+        )
+    } else if t.concurrent < 2 {
+        Finding::new(
+            1,
+            Verdict::NoEvidence,
+            format!(
+                "{} sessions seen again, but no two pods kept sessions at the same time: affinity cannot be tested",
+                count(t.seen)
+            ),
+            RULE,
+            FIX,
+        )
+    } else {
+        Finding::new(
+            1,
+            Verdict::NoEvidence,
+            format!(
+                "{} later requests of sessions: too few to tell",
+                count(t.h.stayed_uses)
+            ),
+            RULE,
+            FIX,
+        )
+    }
+}
+
 /// The most pods that kept sessions (stayed) and whose records overlap in time with each
 /// other's: affinity is only tested where a client had a choice of pods.
-fn concurrent_pods(a: &Analyzer) -> u64 {
-    let spans: Vec<(i64, i64)> = a
-        .sessions
+fn concurrent_pods(pods: &[PodStats], h: &Sessions) -> u64 {
+    let spans: Vec<(i64, i64)> = h
         .joined
         .stayed_by_pod
         .iter()
         .enumerate()
         .filter(|(_, n)| **n > 0)
         .filter_map(|(i, _)| {
-            let p = a.pods.get(i)?;
+            let p = pods.get(i)?;
             Some((p.first?, p.last?))
         })
         .collect();

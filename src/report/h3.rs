@@ -10,8 +10,9 @@
 
 use std::collections::HashMap;
 
-use super::analyze::{Analyzer, Example, Examples, PodId, PodStats, example, status_text};
+use super::evidence::{Example, Examples, PodId, example, status_text};
 use super::parse::{Flags, Rec};
+use super::pods::{self, PodStats};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
 pub const RULE: &str = "per pod and checker, checks that failed with 5xx or no answer before that checker's first pass after a pod start are start-up (a 4xx never is); confirmed when, after start-up (or 6 or more 5xx in a series that never passed), at least half of one checker's checks on a pod failed, or 3 in a row did; isolated when fewer failed; ruled out when every check passed once theia was up; checks sockproxy answered itself (theia down) never count";
@@ -107,77 +108,10 @@ impl H3 {
         }
     }
 
-    pub fn verdict(&self, a: &Analyzer) -> Finding {
-        let outcomes = |ok: bool| {
-            self.outcomes
-                .iter()
-                .filter(|o| (200..400).contains(&o.2) == ok)
-                .map(|(agent, path, status, n)| format!("{agent} {path} → {status} ×{n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let mut keys: Vec<&(PodId, Box<str>)> = self.series.keys().collect();
-        keys.sort();
-        let mut failing: Vec<(PodId, &str, Sorted)> = Vec::new();
-        let (mut startup, mut after, mut after_failed) = (0, 0, 0);
-        for key in keys {
-            let s = sort(&self.series[key], &a.pods[key.0 as usize]);
-            startup += s.startup_failed;
-            after += s.after;
-            after_failed += s.after_failed;
-            let bad = s.after_failed > 0
-                && (share_at_least(s.after_failed, s.after, SHARE) || s.longest_run >= RUN);
-            if bad {
-                failing.push((key.0, &key.1, s));
-            }
-        }
+    pub fn verdict(&self, pods: &[PodStats]) -> Finding {
+        let (failing, startup, after, after_failed) = self.tally(pods);
         let mut f = if !failing.is_empty() {
-            let which: Vec<String> = failing
-                .iter()
-                .take(4)
-                .map(|(pod, checker, s)| {
-                    format!(
-                        "{checker} on {}: {} failed{}",
-                        a.pod_name(*pod),
-                        of(s.after_failed, s.after),
-                        if s.never_passed { ", never passed" } else { "" }
-                    )
-                })
-                .collect();
-            let mut f = Finding::new(
-                2,
-                Verdict::Confirmed,
-                format!(
-                    "{} after start-up ({}): {}",
-                    plural(after_failed, "check failed", "checks failed"),
-                    which.join("; "),
-                    outcomes(false)
-                ),
-                RULE,
-                FIX,
-            );
-            f.details.push(format!(
-                "failing on {} of {} pods with checks",
-                count(
-                    failing
-                        .iter()
-                        .map(|(p, _, _)| *p)
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .len() as u64
-                ),
-                count(
-                    self.series
-                        .keys()
-                        .map(|(p, _)| *p)
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .len() as u64
-                )
-            ));
-            f.details.push(
-                "a failing health check marks the backend unhealthy: the load balancer answers 502, never 400"
-                    .to_string(),
-            );
-            f
+            self.confirmed(pods, &failing, after_failed)
         } else if after_failed > 0 {
             Finding::new(
                 2,
@@ -196,7 +130,7 @@ impl H3 {
                 format!(
                     "{} once theia was up: {}",
                     plural(after, "health check passed", "health checks passed"),
-                    outcomes(true)
+                    self.outcomes(true)
                 ),
                 RULE,
                 FIX,
@@ -236,6 +170,92 @@ impl H3 {
         if f.verdict != Verdict::Confirmed {
             f.examples.retain(|e: &Example| e.time.is_some());
         }
+        f
+    }
+
+    /// `GoogleHC/1.0 /health → 404 ×12, …`: the checks that passed (`ok`) or failed.
+    fn outcomes(&self, ok: bool) -> String {
+        self.outcomes
+            .iter()
+            .filter(|o| (200..400).contains(&o.2) == ok)
+            .map(|(agent, path, status, n)| format!("{agent} {path} → {status} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Each pod's and checker's checks sorted: the failing series, and the checks failed
+    /// at start-up, made after it, and failed after it.
+    fn tally(&self, pods: &[PodStats]) -> (Vec<(PodId, &str, Sorted)>, u64, u64, u64) {
+        let mut keys: Vec<&(PodId, Box<str>)> = self.series.keys().collect();
+        keys.sort();
+        let mut failing: Vec<(PodId, &str, Sorted)> = Vec::new();
+        let (mut startup, mut after, mut after_failed) = (0, 0, 0);
+        for key in keys {
+            let s = sort(&self.series[key], &pods[key.0 as usize]);
+            startup += s.startup_failed;
+            after += s.after;
+            after_failed += s.after_failed;
+            let bad = s.after_failed > 0
+                && (share_at_least(s.after_failed, s.after, SHARE) || s.longest_run >= RUN);
+            if bad {
+                failing.push((key.0, &key.1, s));
+            }
+        }
+        (failing, startup, after, after_failed)
+    }
+
+    /// Checks failing after start-up on some pod, by share or in a run.
+    fn confirmed(
+        &self,
+        pods: &[PodStats],
+        failing: &[(PodId, &str, Sorted)],
+        after_failed: u64,
+    ) -> Finding {
+        let which: Vec<String> = failing
+            .iter()
+            .take(4)
+            .map(|(pod, checker, s)| {
+                format!(
+                    "{checker} on {}: {} failed{}",
+                    pods::name(pods, *pod),
+                    of(s.after_failed, s.after),
+                    if s.never_passed { ", never passed" } else { "" }
+                )
+            })
+            .collect();
+        let mut f = Finding::new(
+            2,
+            Verdict::Confirmed,
+            format!(
+                "{} after start-up ({}): {}",
+                plural(after_failed, "check failed", "checks failed"),
+                which.join("; "),
+                self.outcomes(false)
+            ),
+            RULE,
+            FIX,
+        );
+        f.details.push(format!(
+            "failing on {} of {} pods with checks",
+            count(
+                failing
+                    .iter()
+                    .map(|(p, _, _)| *p)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len() as u64
+            ),
+            count(
+                self.series
+                    .keys()
+                    .map(|(p, _)| *p)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len() as u64
+            )
+        ));
+        f.details.push(
+            "a failing health check marks the backend unhealthy: the load balancer answers 502, never 400"
+                .to_string(),
+        );
         f
     }
 }

@@ -9,8 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::analyze::{Analyzer, Distinct, Examples, PodId, describe, example};
-use super::h1::list;
+use super::evidence::{Distinct, Examples, PodId, describe, example, list};
 use super::parse::{Event, Flags, Rec};
 use super::verdict::{Finding, Verdict, count, of, plural, share_at_least};
 
@@ -133,7 +132,7 @@ impl H4 {
         }
     }
 
-    pub fn verdict(&self, _a: &Analyzer) -> Finding {
+    pub fn verdict(&self) -> Finding {
         let token: u64 = self
             .refused_pairs
             .iter()
@@ -147,53 +146,11 @@ impl H4 {
         let with_origin = n + self.origin_ok + self.matching_ok;
         let clients = self.clients_with_origin.len();
         let refused_clients = self.clients_refused.len();
-        let mut origins: Vec<(&str, u64)> = self
-            .refused_origins
-            .iter()
-            .map(|(o, n)| (&**o, *n))
-            .collect();
-        origins.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        let origin_list = origins
-            .iter()
-            .take(3)
-            .map(|(o, n)| format!("{o} ×{}", count(*n)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let origin_list = self.refused_origins();
         let widespread = refused_clients >= MIN_CLIENTS
             || share_at_least(refused_clients, clients, CLIENT_SHARE);
         let mut f = if n > 0 && share_at_least(n, with_origin, SHARE) && widespread {
-            let mut kinds = Vec::new();
-            if self.refused_403 > 0 {
-                kinds.push(format!("{} × 403 polling", count(self.refused_403)));
-            }
-            if self.refused_400 > 0 {
-                kinds.push(format!("{} × 400 websocket", count(self.refused_400)));
-            }
-            let mut f = Finding::new(
-                3,
-                Verdict::Confirmed,
-                format!(
-                    "{} handshakes with an Origin refused Forbidden where Origin ≠ Host{}, from {} of {}",
-                    of(n, with_origin),
-                    if kinds.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", kinds.join(", "))
-                    },
-                    plural(refused_clients, "client", "clients"),
-                    count(clients)
-                ),
-                RULE,
-                FIX,
-            );
-            if self.refused_port > 0 {
-                f.details.push(format!(
-                    "{} of them differ only by the port that Host lacks (nginx's $host drops it; Theia compares host:port)",
-                    count(self.refused_port)
-                ));
-            }
-            f.details.push(format!("refused origins: {origin_list}"));
-            f
+            self.confirmed(n, with_origin, &origin_list)
         } else if n > 0 {
             Finding::new(
                 3,
@@ -208,37 +165,8 @@ impl H4 {
                 RULE,
                 FIX,
             )
-        } else if self.origin_ok > 0 || self.matching_ok > 0 {
-            let mut f = Finding::new(
-                3,
-                Verdict::RuledOut,
-                format!(
-                    "{} and {} with Origin equal to Host got through (browsers send Origin on POSTs and upgrades); none refused Forbidden for an Origin/Host difference",
-                    plural(
-                        self.origin_ok,
-                        "handshake with an Origin",
-                        "handshakes with an Origin"
-                    ),
-                    plural(self.matching_ok, "request", "requests")
-                ),
-                RULE,
-                FIX,
-            );
-            if self.mismatch_passed > 0 {
-                f.details.push(format!(
-                    "{} passed although Origin's host differs from Host (no same-origin check upstream)",
-                    count(self.mismatch_passed)
-                ));
-            }
-            f
         } else {
-            Finding::new(
-                3,
-                Verdict::NoEvidence,
-                "no handshake with an Origin in the records".to_string(),
-                RULE,
-                FIX,
-            )
+            self.none_refused()
         };
         if f.verdict == Verdict::Isolated {
             f.details.push(format!("refused origins: {origin_list}"));
@@ -266,6 +194,96 @@ impl H4 {
             self.other_examples.0.clone()
         };
         f
+    }
+
+    /// The refused origins, the most refused first: `https://a ×12, …`.
+    fn refused_origins(&self) -> String {
+        let mut origins: Vec<(&str, u64)> = self
+            .refused_origins
+            .iter()
+            .map(|(o, n)| (&**o, *n))
+            .collect();
+        origins.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        origins
+            .iter()
+            .take(3)
+            .map(|(o, n)| format!("{o} ×{}", count(*n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Refused Forbidden for Origin ≠ Host, often and widely enough to act on.
+    fn confirmed(&self, n: u64, with_origin: u64, origin_list: &str) -> Finding {
+        let clients = self.clients_with_origin.len();
+        let refused_clients = self.clients_refused.len();
+        let mut kinds = Vec::new();
+        if self.refused_403 > 0 {
+            kinds.push(format!("{} × 403 polling", count(self.refused_403)));
+        }
+        if self.refused_400 > 0 {
+            kinds.push(format!("{} × 400 websocket", count(self.refused_400)));
+        }
+        let mut f = Finding::new(
+            3,
+            Verdict::Confirmed,
+            format!(
+                "{} handshakes with an Origin refused Forbidden where Origin ≠ Host{}, from {} of {}",
+                of(n, with_origin),
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", kinds.join(", "))
+                },
+                plural(refused_clients, "client", "clients"),
+                count(clients)
+            ),
+            RULE,
+            FIX,
+        );
+        if self.refused_port > 0 {
+            f.details.push(format!(
+                "{} of them differ only by the port that Host lacks (nginx's $host drops it; Theia compares host:port)",
+                count(self.refused_port)
+            ));
+        }
+        f.details.push(format!("refused origins: {origin_list}"));
+        f
+    }
+
+    /// None refused for Origin ≠ Host: ruled out when requests with an Origin passed.
+    fn none_refused(&self) -> Finding {
+        if self.origin_ok > 0 || self.matching_ok > 0 {
+            let mut f = Finding::new(
+                3,
+                Verdict::RuledOut,
+                format!(
+                    "{} and {} with Origin equal to Host got through (browsers send Origin on POSTs and upgrades); none refused Forbidden for an Origin/Host difference",
+                    plural(
+                        self.origin_ok,
+                        "handshake with an Origin",
+                        "handshakes with an Origin"
+                    ),
+                    plural(self.matching_ok, "request", "requests")
+                ),
+                RULE,
+                FIX,
+            );
+            if self.mismatch_passed > 0 {
+                f.details.push(format!(
+                "{} passed although Origin's host differs from Host (no same-origin check upstream)",
+                count(self.mismatch_passed)
+            ));
+            }
+            f
+        } else {
+            Finding::new(
+                3,
+                Verdict::NoEvidence,
+                "no handshake with an Origin in the records".to_string(),
+                RULE,
+                FIX,
+            )
+        }
     }
 }
 

@@ -7,10 +7,9 @@
 //! gone before the sidecar). A 502 after a start, before theia first answered on that
 //! pod, is a readiness finding (theia not ready when traffic arrived), not draining.
 
-use super::analyze::{
-    Analyzer, Example, Examples, MAX_JOINED, PodId, PodStats, describe, example, secs,
-};
+use super::evidence::{Example, Examples, MAX_JOINED, PodId, describe, example, secs};
 use super::parse::Rec;
+use super::pods::{self, PodStats};
 use super::sessions::{Moved, cross_example};
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural, share_at_least};
 
@@ -38,6 +37,16 @@ pub struct H5 {
 }
 
 /// sockproxy's own 502s, by when they happened in the pod's life.
+/// What H5's verdict weighs: the failures the drains caused and what the drains met.
+struct Tally<'a> {
+    u: Unreachable<'a>,
+    tunnels: u64,
+    refused: u64,
+    came_back: u64,
+    failures: u64,
+    met: u64,
+}
+
 #[derive(Default)]
 struct Unreachable<'a> {
     starting: Vec<&'a Example>,
@@ -126,70 +135,14 @@ impl H5 {
         u
     }
 
-    pub fn verdict(&self, a: &Analyzer, m: &Moved<'_>) -> Finding {
-        let name = |p| a.pod_name(p).to_string();
-        let u = self.unreachable(&a.pods);
-        let tunnels = self.tunnels_cut.max(self.stopped_tunnels);
-        let refused = m.refused_after_shutdown();
-        let came_back = (m.after_drain.len() + m.after_restart.len()) as u64;
-        let failures = tunnels + self.requests_cut + refused + u.draining.len() as u64;
-        let met = self.open_at_drains.max(tunnels + self.requests_cut)
-            + came_back
-            + u.draining.len() as u64;
-        let mut parts = Vec::new();
-        if tunnels > 0 {
-            parts.push(format!(
-                "{} closed by shutdown",
-                plural(tunnels, "tunnel", "tunnels")
-            ));
-        }
-        if self.requests_cut > 0 {
-            parts.push(format!(
-                "{} cut by the drain deadline",
-                plural(self.requests_cut, "request", "requests")
-            ));
-        }
-        if refused > 0 {
-            parts.push(format!(
-                "{} came back with the old sid after its pod drained or restarted and was refused",
-                of(refused, came_back)
-            ));
-        }
-        if !u.draining.is_empty() {
-            parts.push(format!(
-                "{} answered by sockproxy while the pod drained (theia gone first)",
-                plural(u.draining.len() as u64, "request", "requests")
-            ));
-        }
-        let summary = format!(
-            "{} failures of {} the drains met: {}",
-            count(failures),
-            count(met),
-            parts.join("; ")
-        );
-        let mut f = if failures > 0 && share_at_least(failures, met, SHARE) {
+    pub fn verdict(&self, pods: &[PodStats], m: &Moved<'_>) -> Finding {
+        let t = self.tally(pods, m);
+        let summary = self.summary(&t);
+        let mut f = if t.failures > 0 && share_at_least(t.failures, t.met, SHARE) {
             let mut f = Finding::new(4, Verdict::Confirmed, summary, RULE, FIX);
-            let mut ex: Vec<Example> = self.examples.0.clone();
-            ex.extend(
-                m.after_drain
-                    .iter()
-                    .filter(|c| c.refused)
-                    .map(|c| cross_example(name, c)),
-            );
-            ex.extend(m.after_restart.iter().map(|s| Example {
-                time: s.at,
-                pod: s.pod,
-                id: s.id.clone(),
-                text: format!(
-                    "sid {} refused after {} restarted",
-                    s.sid,
-                    a.pod_name(s.pod)
-                ),
-            }));
-            ex.extend(u.draining.iter().map(|e| (*e).clone()));
-            f.examples = earliest(MAX_SHOWN, ex);
+            f.examples = earliest(MAX_SHOWN, self.confirmed_examples(pods, m, &t.u));
             f
-        } else if failures > 0 {
+        } else if t.failures > 0 {
             let mut f = Finding::new(
                 4,
                 Verdict::Isolated,
@@ -201,7 +154,126 @@ impl H5 {
             );
             f.examples = earliest(MAX_SHOWN, self.examples.0.clone());
             f
-        } else if self.drains > 0 || self.stops > 0 {
+        } else {
+            self.nothing_cut(t.came_back)
+        };
+        self.not_drain_notes(&mut f, &t.u, pods);
+        f.counts = vec![
+            ("drains", self.drains),
+            ("stops", self.stops),
+            ("drains_cut_short", self.stops_cut_short),
+            ("open_at_drains", self.open_at_drains),
+            ("tunnels_closed_by_shutdown", t.tunnels),
+            ("requests_cut_by_shutdown", self.requests_cut),
+            ("sessions_back_after_drain_or_restart", t.came_back),
+            ("sessions_refused_after_drain_or_restart", t.refused),
+            (
+                "upstream_failures",
+                self.upstream_failures.len() as u64 + self.upstream_failures_not_kept,
+            ),
+            (
+                "upstream_failures_while_draining",
+                t.u.draining.len() as u64,
+            ),
+            ("upstream_failures_before_ready", t.u.starting.len() as u64),
+            // The name before the two above (kept for scripts that read it).
+            (
+                "upstream_failures_near_start_or_drain",
+                (t.u.draining.len() + t.u.starting.len()) as u64 + t.u.in_flight_at_exit,
+            ),
+            ("failures", t.failures),
+        ];
+        f
+    }
+
+    /// The drains' failures and what they met.
+    fn tally<'a>(&'a self, pods: &[PodStats], m: &Moved<'_>) -> Tally<'a> {
+        let u = self.unreachable(pods);
+        let tunnels = self.tunnels_cut.max(self.stopped_tunnels);
+        let refused = m.refused_after_shutdown();
+        let came_back = (m.after_drain.len() + m.after_restart.len()) as u64;
+        let failures = tunnels + self.requests_cut + refused + u.draining.len() as u64;
+        let met = self.open_at_drains.max(tunnels + self.requests_cut)
+            + came_back
+            + u.draining.len() as u64;
+        Tally {
+            u,
+            tunnels,
+            refused,
+            came_back,
+            failures,
+            met,
+        }
+    }
+
+    /// `N failures of M the drains met: …`, each kind of failure named.
+    fn summary(&self, t: &Tally<'_>) -> String {
+        let mut parts = Vec::new();
+        if t.tunnels > 0 {
+            parts.push(format!(
+                "{} closed by shutdown",
+                plural(t.tunnels, "tunnel", "tunnels")
+            ));
+        }
+        if self.requests_cut > 0 {
+            parts.push(format!(
+                "{} cut by the drain deadline",
+                plural(self.requests_cut, "request", "requests")
+            ));
+        }
+        if t.refused > 0 {
+            parts.push(format!(
+                "{} came back with the old sid after its pod drained or restarted and was refused",
+                of(t.refused, t.came_back)
+            ));
+        }
+        if !t.u.draining.is_empty() {
+            parts.push(format!(
+                "{} answered by sockproxy while the pod drained (theia gone first)",
+                plural(t.u.draining.len() as u64, "request", "requests")
+            ));
+        }
+        format!(
+            "{} failures of {} the drains met: {}",
+            count(t.failures),
+            count(t.met),
+            parts.join("; ")
+        )
+    }
+
+    /// The failures quoted for a confirmed H5: tunnels cut, sessions refused after their
+    /// pod drained or restarted, 502s while draining.
+    fn confirmed_examples(
+        &self,
+        pods: &[PodStats],
+        m: &Moved<'_>,
+        u: &Unreachable<'_>,
+    ) -> Vec<Example> {
+        let name = |p| pods::name(pods, p).to_string();
+        let mut ex: Vec<Example> = self.examples.0.clone();
+        ex.extend(
+            m.after_drain
+                .iter()
+                .filter(|c| c.refused)
+                .map(|c| cross_example(name, c)),
+        );
+        ex.extend(m.after_restart.iter().map(|s| Example {
+            time: s.at,
+            pod: s.pod,
+            id: s.id.clone(),
+            text: format!(
+                "sid {} refused after {} restarted",
+                s.sid,
+                pods::name(pods, s.pod)
+            ),
+        }));
+        ex.extend(u.draining.iter().map(|e| (*e).clone()));
+        ex
+    }
+
+    /// Nothing failed: ruled out when pods drained, else no evidence.
+    fn nothing_cut(&self, came_back: u64) -> Finding {
+        if self.drains > 0 || self.stops > 0 {
             Finding::new(
                 4,
                 Verdict::RuledOut,
@@ -229,9 +301,14 @@ impl H5 {
                 RULE,
                 FIX,
             )
-        };
+        }
+    }
+
+    /// sockproxy's 502s that are not the drain's (before theia was ready, theia exiting,
+    /// mid-life) and restarts.
+    fn not_drain_notes(&self, f: &mut Finding, u: &Unreachable<'_>, pods: &[PodStats]) {
         if !u.starting.is_empty() {
-            let pods: std::collections::BTreeSet<u32> = self
+            let starting_pods: std::collections::BTreeSet<u32> = self
                 .upstream_failures
                 .iter()
                 .filter(|(_, _, _, e)| u.starting.iter().any(|s| std::ptr::eq(*s, e)))
@@ -240,7 +317,7 @@ impl H5 {
             f.details.push(format!(
                 "not draining: {} answered 502 by sockproxy after a start on {}, before theia first answered there: theia was not ready when traffic arrived (a readiness probe on theia's port, or sockproxy as a native sidecar started before theia)",
                 plural(u.starting.len() as u64, "request", "requests"),
-                plural(pods.len() as u64, "pod", "pods")
+                plural(starting_pods.len() as u64, "pod", "pods")
             ));
             if f.verdict != Verdict::Confirmed {
                 f.examples
@@ -259,39 +336,12 @@ impl H5 {
                 plural(u.midlife.len() as u64, "request", "requests")
             ));
         }
-        let restarts: usize = a
-            .pods
-            .iter()
-            .map(|p| p.starts.len().saturating_sub(1))
-            .sum();
+        let restarts: usize = pods.iter().map(|p| p.starts.len().saturating_sub(1)).sum();
         if restarts > 0 {
             f.details.push(format!(
                 "{} (a later `listening` on the same pod)",
                 plural(restarts as u64, "restart", "restarts")
             ));
         }
-        f.counts = vec![
-            ("drains", self.drains),
-            ("stops", self.stops),
-            ("drains_cut_short", self.stops_cut_short),
-            ("open_at_drains", self.open_at_drains),
-            ("tunnels_closed_by_shutdown", tunnels),
-            ("requests_cut_by_shutdown", self.requests_cut),
-            ("sessions_back_after_drain_or_restart", came_back),
-            ("sessions_refused_after_drain_or_restart", refused),
-            (
-                "upstream_failures",
-                self.upstream_failures.len() as u64 + self.upstream_failures_not_kept,
-            ),
-            ("upstream_failures_while_draining", u.draining.len() as u64),
-            ("upstream_failures_before_ready", u.starting.len() as u64),
-            // The name before the two above (kept for scripts that read it).
-            (
-                "upstream_failures_near_start_or_drain",
-                (u.draining.len() + u.starting.len()) as u64 + u.in_flight_at_exit,
-            ),
-            ("failures", failures),
-        ];
-        f
     }
 }

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use super::analyze::MAX_EXAMPLES;
-use super::analyze::{Analyzer, Example, Examples, PodId, example, secs};
+use super::evidence::{Example, Examples, MAX_EXAMPLES, PodId, example, secs};
 use super::parse::{ClosedBy, Rec};
+use super::pods::{self, PodStats};
 use super::sessions::Moved;
 use super::verdict::{Finding, MAX_SHOWN, Verdict, count, earliest, of, plural};
 
@@ -96,11 +96,11 @@ impl H6 {
 
     /// The bins without the lifetimes that ended in their pod's drain window, and how many
     /// those were.
-    fn without_drains(&self, a: &Analyzer) -> (Bins, u64) {
+    fn without_drains(&self, pods: &[PodStats]) -> (Bins, u64) {
         let mut bins = self.bins.clone();
         let mut taken = 0;
         for (pod, t, b, tunnel) in &self.ends {
-            if a.pods[*pod as usize].draining_at(*t) {
+            if pods[*pod as usize].draining_at(*t) {
                 let c = if *tunnel {
                     &mut bins.tunnels[*b as usize]
                 } else {
@@ -115,16 +115,16 @@ impl H6 {
 
     /// The cluster the verdict judges (lifetimes in drain windows taken out), if any: what
     /// `report --html` marks as the cut-off.
-    pub fn cluster(&self, a: &Analyzer) -> Option<Cluster> {
-        find_cluster(&self.without_drains(a).0)
+    pub fn cluster(&self, pods: &[PodStats]) -> Option<Cluster> {
+        find_cluster(&self.without_drains(pods).0)
     }
 
-    pub fn verdict(&self, a: &Analyzer, m: &Moved<'_>) -> Finding {
-        let (bins, in_drains) = self.without_drains(a);
-        self.judge(&bins, a, m, in_drains)
+    pub fn verdict(&self, pods: &[PodStats], m: &Moved<'_>) -> Finding {
+        let (bins, in_drains) = self.without_drains(pods);
+        self.judge(&bins, pods, m, in_drains)
     }
 
-    fn judge(&self, bins: &Bins, a: &Analyzer, m: &Moved<'_>, in_drains: u64) -> Finding {
+    fn judge(&self, bins: &Bins, pods: &[PodStats], m: &Moved<'_>, in_drains: u64) -> Finding {
         let total: u64 = bins
             .tunnels
             .iter()
@@ -135,78 +135,7 @@ impl H6 {
         let outlived_default = bins.tunnels_at_least(GKE_DEFAULT_TIMEOUT_MS);
         let cluster = find_cluster(bins);
         let mut f = if let Some(c) = cluster.as_ref() {
-            let mut kinds = Vec::new();
-            if c.tunnels > 0 {
-                kinds.push(plural(c.tunnels, "tunnel", "tunnels"));
-            }
-            if c.polls > 0 {
-                kinds.push(plural(c.polls, "long-poll cut", "long-polls cut"));
-            }
-            let reached = c.n + c.above;
-            let head = format!(
-                "{} lifetimes that reached {} ended just under ≈{} ({}–{}: {})",
-                of(c.n, reached),
-                secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
-                secs(c.hi_ms),
-                secs(c.lo_ms),
-                secs(c.hi_ms),
-                kinds.join(", ")
-            );
-            let mut f = if c.cuts_all() {
-                Finding::new(5, Verdict::Confirmed, head, RULE, FIX)
-            } else {
-                Finding::new(
-                    5,
-                    Verdict::Isolated,
-                    format!(
-                        "{head}; {} outlived it: not a limit every session hits (one path's timeout, or chance)",
-                        count(c.above)
-                    ),
-                    RULE,
-                    FIX,
-                )
-            };
-            f.details.push(format!(
-                "{} between {} and {}; {} longer than {}; {} lifetimes of 1 s or more in all",
-                count(c.below),
-                secs(c.hi_ms - 3.0 * c.band_ms),
-                secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
-                count(c.above),
-                secs(c.hi_ms),
-                count(total)
-            ));
-            if !m.after_cut_poll.is_empty() {
-                f.details.push(format!(
-                    "{} refused (Session ID unknown) on its own pod after its long-poll was cut",
-                    plural(m.after_cut_poll.len() as u64, "session", "sessions")
-                ));
-            }
-            let mut ex = Vec::new();
-            for b in c.first_bin..=c.last_bin {
-                if let Some(e) = self.examples.get(&(b as u32)) {
-                    ex.extend(e.0.iter().cloned());
-                }
-            }
-            let mut ex = earliest(MAX_EXAMPLES, ex);
-            ex.extend(
-                m.after_cut_poll
-                    .iter()
-                    .take(MAX_SHOWN - MAX_EXAMPLES)
-                    .map(|s| Example {
-                        time: s.at,
-                        pod: s.pod,
-                        id: s.id.clone(),
-                        text: format!(
-                            "sid {} refused on {} after its long-poll was cut{}",
-                            s.sid,
-                            a.pod_name(s.pod),
-                            s.cut_poll
-                                .map_or(String::new(), |(_, d)| format!(" at {}", secs(d)))
-                        ),
-                    }),
-            );
-            f.examples = ex;
-            f
+            self.clustered(c, total, pods, m)
         } else if outlived_default >= MIN_OUTLIVED {
             let mut f = Finding::new(
                 5,
@@ -266,6 +195,87 @@ impl H6 {
             ),
         ];
         f
+    }
+
+    /// Lifetimes pile up under a value: confirmed when that value cuts them all.
+    fn clustered(&self, c: &Cluster, total: u64, pods: &[PodStats], m: &Moved<'_>) -> Finding {
+        let mut kinds = Vec::new();
+        if c.tunnels > 0 {
+            kinds.push(plural(c.tunnels, "tunnel", "tunnels"));
+        }
+        if c.polls > 0 {
+            kinds.push(plural(c.polls, "long-poll cut", "long-polls cut"));
+        }
+        let reached = c.n + c.above;
+        let head = format!(
+            "{} lifetimes that reached {} ended just under ≈{} ({}–{}: {})",
+            of(c.n, reached),
+            secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
+            secs(c.hi_ms),
+            secs(c.lo_ms),
+            secs(c.hi_ms),
+            kinds.join(", ")
+        );
+        let mut f = if c.cuts_all() {
+            Finding::new(5, Verdict::Confirmed, head, RULE, FIX)
+        } else {
+            Finding::new(
+                5,
+                Verdict::Isolated,
+                format!(
+                    "{head}; {} outlived it: not a limit every session hits (one path's timeout, or chance)",
+                    count(c.above)
+                ),
+                RULE,
+                FIX,
+            )
+        };
+        f.details.push(format!(
+            "{} between {} and {}; {} longer than {}; {} lifetimes of 1 s or more in all",
+            count(c.below),
+            secs(c.hi_ms - 3.0 * c.band_ms),
+            secs(c.lo_ms.min(c.hi_ms - c.band_ms)),
+            count(c.above),
+            secs(c.hi_ms),
+            count(total)
+        ));
+        if !m.after_cut_poll.is_empty() {
+            f.details.push(format!(
+                "{} refused (Session ID unknown) on its own pod after its long-poll was cut",
+                plural(m.after_cut_poll.len() as u64, "session", "sessions")
+            ));
+        }
+        f.examples = self.cluster_examples(c, pods, m);
+        f
+    }
+
+    /// The earliest lifetimes in the cluster, then sessions refused after a cut long-poll.
+    fn cluster_examples(&self, c: &Cluster, pods: &[PodStats], m: &Moved<'_>) -> Vec<Example> {
+        let mut ex = Vec::new();
+        for b in c.first_bin..=c.last_bin {
+            if let Some(e) = self.examples.get(&(b as u32)) {
+                ex.extend(e.0.iter().cloned());
+            }
+        }
+        let mut ex = earliest(MAX_EXAMPLES, ex);
+        ex.extend(
+            m.after_cut_poll
+                .iter()
+                .take(MAX_SHOWN - MAX_EXAMPLES)
+                .map(|s| Example {
+                    time: s.at,
+                    pod: s.pod,
+                    id: s.id.clone(),
+                    text: format!(
+                        "sid {} refused on {} after its long-poll was cut{}",
+                        s.sid,
+                        pods::name(pods, s.pod),
+                        s.cut_poll
+                            .map_or(String::new(), |(_, d)| format!(" at {}", secs(d)))
+                    ),
+                }),
+        );
+        ex
     }
 }
 

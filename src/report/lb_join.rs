@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use super::analyze::{Analyzer, PodId};
+use super::evidence::PodId;
 use super::lb::{self, Entry, Family, Reach, TraceId};
 use super::parse::{ClosedBy, Event, Flags, Outcome, Rec};
 
@@ -251,7 +251,8 @@ impl Kind {
 const SPAN_SLACK_US: i64 = 30_000_000;
 
 /// The kind of `e` given its match.
-pub fn kind_of(e: &Entry, side: Option<&Side>, a: &Analyzer) -> Kind {
+/// `span`: the first and last time in the records.
+pub fn kind_of(e: &Entry, side: Option<&Side>, span: (Option<i64>, Option<i64>)) -> Kind {
     let TraceId::Id(_) = e.trace else {
         return Kind::NoTrace;
     };
@@ -261,7 +262,7 @@ pub fn kind_of(e: &Entry, side: Option<&Side>, a: &Analyzer) -> Kind {
             _ => Kind::Matched,
         };
     }
-    let inside = match (e.time, a.first, a.last) {
+    let inside = match (e.time, span.0, span.1) {
         (Some(t), Some(f), Some(l)) => t >= f - SPAN_SLACK_US && t <= l + SPAN_SLACK_US,
         (None, _, _) => true,
         _ => false,
@@ -365,7 +366,8 @@ fn bump(list: &mut ByDetails, e: &Entry) {
 }
 
 /// Joins every kept entry to sockproxy's side.
-pub fn join<'a>(j: &'a LbJoin, a: &Analyzer) -> Picture<'a> {
+/// `span`: the first and last time in the records.
+pub fn join(j: &LbJoin, span: (Option<i64>, Option<i64>)) -> Picture<'_> {
     let mut p = Picture::default();
     let mut rows = Vec::new();
     for e in &j.entries {
@@ -377,7 +379,7 @@ pub fn join<'a>(j: &'a LbJoin, a: &Analyzer) -> Picture<'a> {
             }
             TraceId::Missing => None,
         };
-        let kind = kind_of(e, side, a);
+        let kind = kind_of(e, side, span);
         p.kinds[KINDS.iter().position(|x| *x == kind).unwrap_or(0)] += 1;
         match kind {
             Kind::NeverReached => bump(&mut p.never_reached, e),

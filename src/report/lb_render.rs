@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::analyze::{Analyzer, secs, status_text};
+use super::analyze::Analyzer;
+use super::evidence::{secs, status_text};
 use super::lb::{Family, TraceId};
 use super::lb_join::{ByDetails, Kind, LbJoin, Picture, Row, join};
 use super::parse::{ClosedBy, format_time};
@@ -76,7 +77,7 @@ fn row_text(a: &Analyzer, r: &Row<'_>) -> String {
 /// The rows of the text section: (label, text).
 pub fn lines(a: &Analyzer) -> Vec<(&'static str, String)> {
     let j = &a.lb;
-    let p = join(j, a);
+    let p = join(j, (a.first, a.last));
     let mut out = Vec::new();
     let with_trace = j.entries().len() as u64 - p.count(Kind::NoTrace);
     out.push(("entries", entries_line(j, &p)));
@@ -159,7 +160,7 @@ fn request_lines(out: &mut Vec<(&'static str, String)>, a: &Analyzer, p: &Pictur
         let when = r
             .entry
             .time
-            .map_or("(no time)".to_string(), super::verdict::clock);
+            .map_or("(no time)".to_string(), super::evidence::clock);
         out.push((
             if i == 0 { "requests" } else { "" },
             format!("{when} {}", row_text(a, r)),
@@ -381,7 +382,7 @@ fn details_json(list: &ByDetails) -> Value {
 /// The `load_balancer` key of `--json`.
 pub fn json(a: &Analyzer) -> Value {
     let j = &a.lb;
-    let p = join(j, a);
+    let p = join(j, (a.first, a.last));
     let kinds: serde_json::Map<String, Value> = super::lb_join::KINDS
         .iter()
         .map(|k| (k.key().to_string(), json!(p.count(*k))))

@@ -3,7 +3,8 @@
 //! ended at its backend timeout, H1 from stripped upgrades it passed to a pod. A verdict is
 //! raised only on the load balancer's explicit `statusDetails`, never lowered. Pure.
 
-use super::analyze::{Analyzer, Example, PodId, secs};
+use super::analyze::Analyzer;
+use super::evidence::{Example, PodId, secs};
 use super::lb::{Entry, Family, TraceId};
 use super::lb_join::{LbJoin, Side};
 use super::parse::{ClosedBy, Flags};

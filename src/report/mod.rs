@@ -2,13 +2,16 @@
 //!
 //! - `input`: files or stdin, gzip, line prefixes, JSON arrays → JSON objects.
 //! - `parse`: one JSON object (a record, or a Cloud Logging entry holding one) → a flat view.
+//! - `evidence`, `pods`: the shared small pieces (pod ids, quoted examples, how values are
+//!   written) and each pod's counts and lifecycle; they import no other part.
 //! - `analyze`: records folded into bounded state: counts, pod lifecycles; hands each
 //!   record to the session join and to every hypothesis.
 //! - `sessions`: the sid join (issued where, used where), which H2, H5 and H6 read.
 //! - `h1` … `h6`: one module per hypothesis: its state, its fold, its rule.
 //! - `recent`: the bounded table the joins keep their entries in.
 //! - `verdict`: what a verdict and a finding are (confirmed / isolated / ruled out / no
-//!   evidence), the six in order.
+//!   evidence).
+//! - `findings`: the six verdicts in order, each from the state it reads.
 //! - `render`: the terminal and JSON output.
 //! - `lb`: the load balancer's own log entries (the format, in one file); `lb_join` joins
 //!   them to the records by trace id, `lb_verdict` adds their evidence to H1, H3 and H6,
@@ -16,22 +19,25 @@
 //! - `html`: `--html FILE`, the same verdicts as a page with drawings (its own fold for those).
 
 pub mod analyze;
-pub mod h1;
-pub mod h2;
-pub mod h3;
-pub mod h4;
-pub mod h5;
-pub mod h6;
+pub(crate) mod evidence;
+pub(crate) mod findings;
+pub(crate) mod h1;
+pub(crate) mod h2;
+pub(crate) mod h3;
+pub(crate) mod h4;
+pub(crate) mod h5;
+pub(crate) mod h6;
 pub mod html;
 pub mod input;
-pub mod lb;
-pub mod lb_join;
-pub mod lb_render;
-pub mod lb_verdict;
+pub(crate) mod lb;
+pub(crate) mod lb_join;
+pub(crate) mod lb_render;
+pub(crate) mod lb_verdict;
 pub mod parse;
-pub mod recent;
-pub mod render;
-pub mod sessions;
+pub(crate) mod pods;
+pub(crate) mod recent;
+pub(crate) mod render;
+pub(crate) mod sessions;
 pub mod verdict;
 
 use std::fs::File;
@@ -128,7 +134,7 @@ impl Report {
     }
 
     pub fn findings(&self) -> Vec<Finding> {
-        verdict::findings(&self.analyzer)
+        findings::all(&self.analyzer)
     }
 
     fn record(&mut self, raw: &parse::RawEntry<'_>, pod: &str) {

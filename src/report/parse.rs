@@ -495,12 +495,7 @@ impl<'r> Rec<'r> {
             id: raw.id.as_deref(),
             method: raw.method.as_deref(),
             path: raw.path.as_deref(),
-            transport: sio.map(|s| match s.transport.as_deref() {
-                None => Transport::None,
-                Some("polling") => Transport::Polling,
-                Some("websocket") => Transport::Websocket,
-                Some(_) => Transport::Other,
-            }),
+            transport: sio.map(|s| transport_of(s.transport.as_deref())),
             sid: sio.and_then(|s| s.sid.as_deref()).filter(|s| !s.is_empty()),
             handshake: sio.and_then(|s| s.handshake).unwrap_or(false),
             status: raw.status.map(|s| s as u16),
@@ -512,17 +507,7 @@ impl<'r> Rec<'r> {
             ws_key: headers.is_some_and(|h| {
                 h.sec_websocket_key.is_some() && h.sec_websocket_version.is_some()
             }),
-            remote_ip: raw
-                .http_request
-                .as_ref()
-                .and_then(|h| h.remote_ip.as_deref())
-                .or_else(|| {
-                    headers
-                        .and_then(|h| header(&h.x_forwarded_for))
-                        .and_then(|x| x.split(',').next())
-                        .map(str::trim)
-                })
-                .filter(|ip| !ip.is_empty()),
+            remote_ip: remote_ip(raw),
             protocol: raw
                 .http_request
                 .as_ref()
@@ -535,21 +520,8 @@ impl<'r> Rec<'r> {
             error_message: raw.sio_error.as_ref().and_then(|e| e.message.as_deref()),
             flags: raw.flags.unwrap_or_default(),
             duration_ms: raw.duration_ms,
-            outcome: match raw.outcome.as_deref() {
-                Some("complete") => Outcome::Complete,
-                Some("client_aborted") => Outcome::ClientAborted,
-                Some("upstream_error") => Outcome::UpstreamError,
-                Some("shutdown") => Outcome::Shutdown,
-                _ => Outcome::Unknown,
-            },
-            closed_by: match raw.closed_by.as_deref() {
-                Some("client") => ClosedBy::Client,
-                Some("upstream") => ClosedBy::Upstream,
-                Some("shutdown") => ClosedBy::Shutdown,
-                Some("error") => ClosedBy::Error,
-                Some("idle_timeout") => ClosedBy::IdleTimeout,
-                _ => ClosedBy::Unknown,
-            },
+            outcome: outcome_of(raw.outcome.as_deref()),
+            closed_by: closed_by_of(raw.closed_by.as_deref()),
             upstream_error: raw.upstream_error.as_deref(),
             url_has_sid: raw
                 .http_request
@@ -565,6 +537,51 @@ impl<'r> Rec<'r> {
             count: raw.count.map(|n| n as u64),
             trace: raw.trace.as_deref().filter(|t| !t.is_empty()),
         })
+    }
+}
+
+/// The client: the load balancer's `remoteIp`, else the first X-Forwarded-For address.
+fn remote_ip<'r>(raw: &'r RawEntry<'_>) -> Option<&'r str> {
+    raw.http_request
+        .as_ref()
+        .and_then(|h| h.remote_ip.as_deref())
+        .or_else(|| {
+            raw.headers
+                .as_ref()
+                .and_then(|h| header(&h.x_forwarded_for))
+                .and_then(|x| x.split(',').next())
+                .map(str::trim)
+        })
+        .filter(|ip| !ip.is_empty())
+}
+
+fn transport_of(s: Option<&str>) -> Transport {
+    match s {
+        None => Transport::None,
+        Some("polling") => Transport::Polling,
+        Some("websocket") => Transport::Websocket,
+        Some(_) => Transport::Other,
+    }
+}
+
+fn outcome_of(s: Option<&str>) -> Outcome {
+    match s {
+        Some("complete") => Outcome::Complete,
+        Some("client_aborted") => Outcome::ClientAborted,
+        Some("upstream_error") => Outcome::UpstreamError,
+        Some("shutdown") => Outcome::Shutdown,
+        _ => Outcome::Unknown,
+    }
+}
+
+fn closed_by_of(s: Option<&str>) -> ClosedBy {
+    match s {
+        Some("client") => ClosedBy::Client,
+        Some("upstream") => ClosedBy::Upstream,
+        Some("shutdown") => ClosedBy::Shutdown,
+        Some("error") => ClosedBy::Error,
+        Some("idle_timeout") => ClosedBy::IdleTimeout,
+        _ => ClosedBy::Unknown,
     }
 }
 

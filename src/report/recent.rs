@@ -34,10 +34,6 @@ impl<K: Hash + Eq, V> Recent<K, V> {
         self.current.len() + self.previous.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The entry for `key` (moved to the current generation), made with `make` when absent;
     /// `owned` turns the key into the stored form.
     pub fn entry<Q>(

@@ -3,9 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::analyze::{Analyzer, Example, Picture};
+use super::analyze::{Analyzer, Picture};
+use super::evidence::{Example, clock};
 use super::parse::{ClosedBy, Event, format_time};
-use super::verdict::{Finding, Verdict, clock};
+use super::verdict::{Finding, Verdict};
 
 /// How to draw: colour or not, and how wide the terminal is.
 #[derive(Clone, Copy, Debug)]
@@ -303,7 +304,7 @@ fn tunnels_line(a: &Analyzer) -> String {
     }
     t.push_str(&format!("; {} open at the end", a.open_tunnels()));
     if let Some(l) = p.longest_tunnel_ms {
-        t.push_str(&format!("; longest {}", super::analyze::secs(l)));
+        t.push_str(&format!("; longest {}", super::evidence::secs(l)));
     }
     t
 }
@@ -489,13 +490,6 @@ fn finding_json(a: &Analyzer, f: &Finding) -> Value {
 /// The report for scripts.
 pub fn json(a: &Analyzer, findings: &[Finding], sources: &[String]) -> Value {
     let p = &a.picture;
-    let i = &a.input;
-    let by_event: serde_json::Map<String, Value> = Event::ALL
-        .iter()
-        .zip(i.by_event.iter())
-        .filter(|(_, n)| **n > 0)
-        .map(|(e, n)| (e.name().to_string(), json!(n)))
-        .collect();
     let closed_by: serde_json::Map<String, Value> = ClosedBy::ALL
         .iter()
         .zip(p.tunnels_closed.iter())
@@ -514,33 +508,13 @@ pub fn json(a: &Analyzer, findings: &[Finding], sources: &[String]) -> Value {
             (key, json!(n))
         })
         .collect();
-    let pods: Vec<Value> = a
-        .pods
-        .iter()
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "records": p.records,
-                "first": p.first.map(format_time),
-                "last": p.last.map(format_time),
-                "handshakes": p.handshakes,
-                "websocket_requests": p.ws_attempts,
-                "upgrades": p.upgrades,
-                "refusals": p.refusals,
-                "server_errors": p.server_errors,
-                "tunnels_closed": p.tunnels_closed,
-                "starts": p.starts.len(),
-                "drains": p.drains.len(),
-            })
-        })
-        .collect();
     let mut v = json!({
         "confirmed": findings.iter().filter(|f| f.verdict == Verdict::Confirmed).map(|f| f.id).collect::<Vec<_>>(),
         "hypotheses": findings.iter().map(|f| finding_json(a, f)).collect::<Vec<_>>(),
         "picture": {
             "first": a.first.map(format_time),
             "last": a.last.map(format_time),
-            "pods": pods,
+            "pods": pods_json(a),
             "handshakes": {
                 "polling": p.handshakes_polling,
                 "websocket_only": p.handshakes_ws_only,
@@ -565,24 +539,59 @@ pub fn json(a: &Analyzer, findings: &[Finding], sources: &[String]) -> Value {
             "client_errors": p.client_errors,
             "connection_limits": p.connection_limits,
         },
-        "input": {
-            "sources": sources,
-            "records": i.records,
-            "by_event": by_event,
-            "skipped": {
-                "total": i.skipped(),
-                "not_json": i.not_json,
-                "invalid_json": i.invalid_json,
-                "truncated": i.truncated,
-                "too_long": i.too_long,
-                "not_a_record": i.not_records,
-            },
-            "sessions_forgotten": a.sids_forgotten(),
-            "open_tunnels_forgotten": a.open_tunnels_forgotten(),
-        },
+        "input": input_json(a, sources),
     });
     v["load_balancer"] = super::lb_render::json(a);
     v
+}
+
+/// Each pod's counts, for `--json`.
+fn pods_json(a: &Analyzer) -> Vec<Value> {
+    a.pods
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "records": p.records,
+                "first": p.first.map(format_time),
+                "last": p.last.map(format_time),
+                "handshakes": p.handshakes,
+                "websocket_requests": p.ws_attempts,
+                "upgrades": p.upgrades,
+                "refusals": p.refusals,
+                "server_errors": p.server_errors,
+                "tunnels_closed": p.tunnels_closed,
+                "starts": p.starts.len(),
+                "drains": p.drains.len(),
+            })
+        })
+        .collect()
+}
+
+/// What the input held, for `--json`.
+fn input_json(a: &Analyzer, sources: &[String]) -> Value {
+    let i = &a.input;
+    let by_event: serde_json::Map<String, Value> = Event::ALL
+        .iter()
+        .zip(i.by_event.iter())
+        .filter(|(_, n)| **n > 0)
+        .map(|(e, n)| (e.name().to_string(), json!(n)))
+        .collect();
+    json!({
+    "sources": sources,
+    "records": i.records,
+    "by_event": by_event,
+    "skipped": {
+        "total": i.skipped(),
+        "not_json": i.not_json,
+        "invalid_json": i.invalid_json,
+        "truncated": i.truncated,
+        "too_long": i.too_long,
+        "not_a_record": i.not_records,
+    },
+    "sessions_forgotten": a.sids_forgotten(),
+    "open_tunnels_forgotten": a.open_tunnels_forgotten(),
+    })
 }
 
 /// `--follow`: one line when a verdict changes.

@@ -2,17 +2,13 @@
 //! used (and refused) afterwards, and what those moves mean once the pods' lifecycles are
 //! known (a move while the issuing pod was up vs after it drained or restarted). Pure.
 
-use super::analyze::{Example, MAX_EXAMPLES, MAX_JOINED, PodId, PodStats, describe, example};
+use super::evidence::{Example, MAX_EXAMPLES, MAX_JOINED, PodId, clock, describe, example};
 use super::parse::{Flags, Rec, Transport};
+use super::pods::PodStats;
 use super::recent::Recent;
-use super::verdict::clock;
 
 /// Sessions remembered for the cross-pod join (the least recently used are forgotten).
 pub const MAX_SIDS: usize = 100_000;
-/// How far two pods' clocks may disagree (pods skew by up to ±2 s): lifecycle events this
-/// close to a use count as before it. Pods reporting the same `pod_ip` share a host and a
-/// clock (a local run): no skew between them.
-pub const CLOCK_SKEW_US: i64 = 5_000_000;
 
 /// A sid issued on one pod and used on another.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +62,7 @@ impl What {
     fn describe(self) -> String {
         let t = self.transport.map_or("-", Transport::name);
         let method = ["?", "GET", "POST"][usize::from(self.method.min(2))];
-        let mut s = format!("{method} {t} {}", super::analyze::status_text(self.status));
+        let mut s = format!("{method} {t} {}", super::evidence::status_text(self.status));
         if let Some(c) = self.code {
             let m = crate::sio::ERROR_MESSAGES
                 .get(c as usize)
@@ -135,6 +131,51 @@ struct SidEntry {
     seen: [Option<Hit>; 2],
     cut_poll: Option<(PodId, Option<i64>, f64)>,
     state: u8,
+}
+
+impl SidEntry {
+    /// Notes one use of the sid: keeps the first hit per pod, a refusal over a plain hit,
+    /// and counts the uses and refusals.
+    fn note(&mut self, hit: HitRef<'_>) {
+        let slot = self
+            .seen
+            .iter()
+            .position(|h| h.as_ref().is_some_and(|h| h.pod == hit.pod))
+            .or_else(|| self.seen.iter().position(Option::is_none));
+        if let Some(i) = slot {
+            let refusals = self.seen[i].as_ref().map_or(0, |h| h.refusals) + u32::from(hit.refused);
+            let uses = self.seen[i].as_ref().map_or(0, |h| h.uses) + 1;
+            let old = self.seen[i].as_ref();
+            let keep_old = old.is_some_and(|old| old.refused || !hit.refused);
+            let first_at = min_time(hit.at, old.and_then(|h| h.at));
+            let last_at = hit.at.max(old.and_then(|h| h.last_at));
+            let old_refused_at = old.and_then(|h| h.refused_at);
+            let refused_at = if hit.refused {
+                min_time(hit.at, old_refused_at)
+            } else {
+                old_refused_at
+            };
+            if !keep_old {
+                self.seen[i] = Some(Hit {
+                    pod: hit.pod,
+                    at: first_at,
+                    id: hit.id.map(Box::from),
+                    refused: hit.refused,
+                    what: hit.what,
+                    refusals,
+                    uses,
+                    last_at,
+                    refused_at,
+                });
+            } else if let Some(old) = self.seen[i].as_mut() {
+                old.refusals = refusals;
+                old.uses = uses;
+                old.at = first_at;
+                old.last_at = last_at;
+                old.refused_at = refused_at;
+            }
+        }
+    }
 }
 
 /// Sids by the pod that issued them, and where they went.
@@ -300,45 +341,7 @@ impl Sessions {
         if aborted_poll && entry.cut_poll.is_none() {
             entry.cut_poll = Some((pod, r.time, r.duration_ms.unwrap_or(0.0)));
         }
-        // Keep the first hit per pod, a refusal over a plain hit.
-        let slot = entry
-            .seen
-            .iter()
-            .position(|h| h.as_ref().is_some_and(|h| h.pod == pod))
-            .or_else(|| entry.seen.iter().position(Option::is_none));
-        if let Some(i) = slot {
-            let refusals = entry.seen[i].as_ref().map_or(0, |h| h.refusals) + u32::from(refused);
-            let uses = entry.seen[i].as_ref().map_or(0, |h| h.uses) + 1;
-            let old = entry.seen[i].as_ref();
-            let keep_old = old.is_some_and(|old| old.refused || !refused);
-            let first_at = min_time(r.time, old.and_then(|h| h.at));
-            let last_at = r.time.max(old.and_then(|h| h.last_at));
-            let old_refused_at = old.and_then(|h| h.refused_at);
-            let refused_at = if refused {
-                min_time(r.time, old_refused_at)
-            } else {
-                old_refused_at
-            };
-            if !keep_old {
-                entry.seen[i] = Some(Hit {
-                    pod,
-                    at: first_at,
-                    id: r.id.map(Box::from),
-                    refused,
-                    what: hit.what,
-                    refusals,
-                    uses,
-                    last_at,
-                    refused_at,
-                });
-            } else if let Some(old) = entry.seen[i].as_mut() {
-                old.refusals = refusals;
-                old.uses = uses;
-                old.at = first_at;
-                old.last_at = last_at;
-                old.refused_at = refused_at;
-            }
-        }
+        entry.note(hit);
         let tally = &mut self.joined;
         match entry.issued {
             Some((issued_pod, issued_at)) => {

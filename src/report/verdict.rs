@@ -2,7 +2,7 @@
 //! rule applied, the fix), and the six findings in order. Each hypothesis' own rule lives
 //! in its module (`h1` … `h6`). Pure.
 
-use super::analyze::{Analyzer, Example};
+use super::evidence::Example;
 
 /// A verdict.
 ///
@@ -69,21 +69,6 @@ pub const TITLES: [(&str, &str); 6] = [
 /// Examples shown for a finding that draws on several kinds of evidence.
 pub const MAX_SHOWN: usize = 5;
 
-/// All six verdicts.
-pub fn findings(a: &Analyzer) -> Vec<Finding> {
-    let moved = a.sessions.moved(&a.pods);
-    let mut findings = vec![
-        a.h1.verdict(a),
-        super::h2::verdict(a, &moved),
-        a.h3.verdict(a),
-        a.h4.verdict(a),
-        a.h5.verdict(a, &moved),
-        a.h6.verdict(a, &moved),
-    ];
-    super::lb_verdict::amend(&mut findings, a);
-    findings
-}
-
 impl Finding {
     /// Hypothesis `i` (0-based) with no evidence, details or examples yet.
     pub fn new(
@@ -143,12 +128,6 @@ pub fn earliest(n: usize, examples: impl IntoIterator<Item = Example>) -> Vec<Ex
     ex
 }
 
-/// `12:55:47.634` (UTC).
-pub fn clock(us: i64) -> String {
-    let t = super::parse::format_time(us);
-    t[11..23].to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +150,7 @@ mod tests {
             let rec = Rec::of(&raw).expect("a record");
             a.record(&rec, "?");
         }
-        findings(&a)
+        crate::report::findings::all(&a)
             .iter()
             .map(|f| match f.verdict {
                 Verdict::Confirmed => 'C',

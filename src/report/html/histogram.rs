@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::escape::Esc;
 use super::scene::{LIFE_BINS, Scene, Series, bin_start_ms};
-use crate::report::analyze::secs;
+use crate::report::evidence::secs;
 use crate::report::h6::{Cluster, GKE_DEFAULT_TIMEOUT_MS};
 use crate::report::verdict::{Finding, count};
 

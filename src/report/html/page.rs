@@ -7,7 +7,8 @@ use std::fmt::Write;
 use super::escape::{Esc, base64};
 use super::scene::{Fate, MarkKind, Scene, Series};
 use super::{histogram, tables, timeline};
-use crate::report::analyze::{Analyzer, Example};
+use crate::report::analyze::Analyzer;
+use crate::report::evidence::Example;
 use crate::report::parse::format_time;
 use crate::report::render;
 use crate::report::verdict::{Finding, Verdict, count};
@@ -100,7 +101,7 @@ fn span(a: &Analyzer) -> String {
             "{} → {} UTC ({})",
             &format_time(f)[..23].replace('T', " "),
             &format_time(l)[..23].replace('T', " "),
-            crate::report::analyze::secs((l - f) as f64 / 1000.0)
+            crate::report::evidence::secs((l - f) as f64 / 1000.0)
         ),
         _ => "no times".to_string(),
     }
@@ -269,7 +270,7 @@ fn timeline_section(out: &mut String, scene: &Scene) {
 
 fn lifetimes_section(out: &mut String, a: &Analyzer, findings: &[Finding], scene: &Scene) {
     out.push_str("<section id=\"lifetimes-section\"><h2>Tunnel lifetimes</h2>\n");
-    let cluster = a.h6.cluster(a);
+    let cluster = a.h6.cluster(&a.pods);
     let h6 = findings.iter().find(|f| f.id == "H6");
     let note = match (&cluster, h6) {
         (Some(_), Some(f)) => format!(

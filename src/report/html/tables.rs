@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use super::escape::{Esc, clip};
 use super::scene::{Client, Life, Lifetimes, Scene, Tally};
-use crate::report::analyze::secs;
+use crate::report::evidence::secs;
 use crate::report::verdict::count;
 
 /// Rows shown per table (the busiest); the rest are counted in a note.

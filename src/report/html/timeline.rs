@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::escape::{Esc, clip};
 use super::scene::{Lane, Life, Mark, MarkKind, Scene, Session};
-use crate::report::analyze::secs;
+use crate::report::evidence::secs;
 use crate::report::parse::format_time;
 
 /// Lanes drawn (the pods with the most records; the rest are named in a note).
