@@ -8,13 +8,15 @@
 //! last of those lets go.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::memory::Bursts;
 
 /// The client side of a connection as records name it.
 #[derive(Debug, Clone)]
@@ -140,22 +142,25 @@ impl ConnInfo {
 pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
+    bursts: Arc<Bursts>,
 }
 
 impl Slot {
-    /// Takes the place `permit` gives, counting it in `open`.
-    pub(crate) fn new(permit: OwnedSemaphorePermit, open: &Gauge) -> Self {
-        open.inc();
+    /// Takes the place `permit` gives, counting it in `open` (and in `bursts`, which
+    /// gives memory back after many close).
+    pub(crate) fn new(permit: OwnedSemaphorePermit, open: &Gauge, bursts: &Arc<Bursts>) -> Self {
+        bursts.opened(open.inc() + 1);
         Slot {
             _permit: permit,
             open: open.clone(),
+            bursts: bursts.clone(),
         }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.open.dec();
+        self.bursts.closed(self.open.dec() - 1);
     }
 }
 

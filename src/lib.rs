@@ -12,6 +12,7 @@
 //! - `sink`: one writer thread turning records into stdout lines.
 //! - `metrics`, `sids`, `drain`: Prometheus counters; the bounded registry of sids this
 //!   process issued; open tunnels and requests, and the shutdown signal.
+//! - `memory`: gives freed heap back to the system after a burst of connections closed.
 //! - `conn`: a client connection: its identity, `--max-connections` slot, status-line
 //!   fix and socket handoff to a tunnel.
 //! - `client_io`: the client socket as hyper writes to it (status-line version kept).
@@ -22,7 +23,6 @@
 //! - `recorder`: an exchange's record from request head to written line (and a tunnel's).
 //! - `body`: request and response bodies that count bytes and end the record.
 //! - `proxy`: one exchange in phases: open, refuse, forward, respond, hand off an upgrade.
-//! - `memory`: gives freed heap back to the system after a burst of connections closed.
 //! - `admin`: `/healthz`, `/readyz`, `/metrics` on the admin listener.
 //! - `server`: accept within `--max-connections`, serve each connection, drain, stop.
 //! - `demo`, `probe`, `report`: `sockproxy demo`; `sockproxy probe URL`, a browser-like

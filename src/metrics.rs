@@ -161,7 +161,7 @@ impl Metrics {
         let upstream_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "upstream_errors",
-            "Exchanges sockproxy answered itself, by kind",
+            "Exchanges sockproxy answered itself because the upstream failed, by kind",
             upstream_errors.clone(),
         );
         let records_not_written = Counter::default();
@@ -179,8 +179,9 @@ impl Metrics {
         let client_errors = Family::<KindLabels, Counter>::default();
         registry.register(
             "client_errors",
-            "Client connections refused or closed by sockproxy's own limits, by kind \
-             (bad_request, head_too_large, header_timeout)",
+            "Client connections and requests refused by sockproxy's own parser, limits and \
+             rules, by kind (bad_request, head_too_large, uri_too_long, header_timeout, \
+             idle_timeout, connect_method, bad_transfer_encoding, bad_target)",
             client_errors.clone(),
         );
         let connections_open = Gauge::default();
@@ -249,14 +250,15 @@ impl Metrics {
         }
     }
 
-    /// Counts one answer sockproxy gave itself.
+    /// Counts one answer sockproxy gave itself because the upstream failed.
     pub(crate) fn upstream_error(&self, kind: &'static str) {
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
             .inc();
     }
 
-    /// Counts one client connection ended by sockproxy's own parser or limits.
+    /// Counts one client connection or request refused by sockproxy's own parser,
+    /// limits or rules.
     pub(crate) fn client_error(&self, kind: &'static str) {
         self.client_errors.get_or_create(&KindLabels { kind }).inc();
     }

@@ -27,6 +27,7 @@ use crate::conn::{ConnInfo, Peer};
 use crate::drain::Drain;
 use crate::flags::{self, Facts};
 use crate::limits::{BODY_PEEK_BYTES, SID_REGISTRY_CAPACITY};
+use crate::memory::Bursts;
 use crate::metrics::Metrics;
 use crate::record::{
     self, ClosedBy, Event, Exchange, HttpRequest, Outcome, Record, Severity, Trace, TunnelClosed,
@@ -44,6 +45,8 @@ pub(crate) struct Recorder {
     /// Sids this process saw issued (`sid_unknown_here`).
     pub(crate) sids: SidRegistry,
     pub(crate) drain: Arc<Drain>,
+    /// Open connections' peaks, for giving memory back after a burst.
+    pub(crate) bursts: Arc<Bursts>,
     cfg: Arc<Config>,
     next_id: AtomicU64,
     /// Six hex digits that make `id` unique across restarts and pods.
@@ -62,6 +65,7 @@ impl Recorder {
             metrics: Metrics::default(),
             sids: SidRegistry::new(SID_REGISTRY_CAPACITY),
             drain: Arc::new(Drain::default()),
+            bursts: Arc::default(),
             cfg,
             next_id: AtomicU64::new(1),
             id_prefix: format!("{:06x}", seed & 0xff_ffff),

@@ -58,7 +58,9 @@ pub async fn run(
     let recorder = Recorder::new(cfg.clone(), sink.clone());
     sink.emit(listening(&cfg, listener.local_addr()?, admin_addr));
     let admin_task = admin.map(|l| tokio::spawn(crate::admin::serve(l, recorder.clone())));
-    let trim_task = tokio::spawn(crate::memory::give_back_after_bursts(recorder.clone()));
+    let trim_task = tokio::spawn(crate::memory::give_back_after_bursts(
+        recorder.bursts.clone(),
+    ));
 
     let mut acceptor = Acceptor::new(&cfg, Proxy::new(cfg.clone(), recorder.clone()));
     acceptor.accept_until(&listener, &mut signals).await;
@@ -197,7 +199,8 @@ impl Acceptor {
     fn serve(&mut self, stream: TcpStream, client: SocketAddr, permit: OwnedSemaphorePermit) {
         self.conn_no += 1;
         let _ = stream.set_nodelay(true);
-        let slot = Slot::new(permit, &self.recorder.metrics.connections_open);
+        let r = &self.recorder;
+        let slot = Slot::new(permit, &r.metrics.connections_open, &r.bursts);
         let info = Arc::new(ConnInfo::new(self.conn_no, client, slot));
         let span = tracing::debug_span!("conn", conn = self.conn_no, client = %client);
         let task = serve_connection(
@@ -291,7 +294,14 @@ fn client_error(recorder: &Recorder, info: &ConnInfo, e: &hyper::Error, answered
         ),
         // An HTTP/2 preface gets no answer from hyper: it closes.
         _ if e.is_parse_version_h2() => (e.to_string(), 0),
-        _ => (e.to_string(), answered.unwrap_or(0)),
+        // Only hyper's own answers to a refused head count: a status from an earlier
+        // response whose tail was still going out is not one.
+        _ => (
+            e.to_string(),
+            answered
+                .filter(|s| matches!(s, 400 | 414 | 431))
+                .unwrap_or(0),
+        ),
     };
     let answer = if status == 0 {
         String::new()
