@@ -114,12 +114,7 @@ fn confirmed(t: &Tally<'_>) -> Finding {
         RULE,
         FIX,
     );
-    f.examples = earliest(
-        MAX_EXAMPLES,
-        t.m.affinity
-            .iter()
-            .map(|c| cross_example(|p| pods::name(t.pods, p).to_string(), c)),
-    );
+    f.examples = moved_examples(t);
     if t.h.joined.stayed > 0 {
         f.details.push(format!(
             "{} stayed on the pod that issued them",
@@ -154,16 +149,21 @@ fn isolated(t: &Tally<'_>) -> Finding {
         RULE,
         FIX,
     );
-    f.examples = earliest(
-        MAX_EXAMPLES,
-        t.m.affinity
-            .iter()
-            .map(|c| cross_example(|p| pods::name(t.pods, p).to_string(), c)),
-    );
+    f.examples = moved_examples(t);
     f
 }
 
 /// Sessions stayed on pods that served at the same time.
+/// The earliest sessions that came back on another pod, as examples.
+fn moved_examples(t: &Tally<'_>) -> Vec<Example> {
+    earliest(
+        MAX_EXAMPLES,
+        t.m.affinity
+            .iter()
+            .map(|c| cross_example(|p| pods::name(t.pods, p).to_string(), c)),
+    )
+}
+
 fn ruled_out(t: &Tally<'_>) -> Finding {
     Finding::new(
         1,
