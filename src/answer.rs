@@ -142,9 +142,9 @@ impl ClientRefusal {
         if !(e.is_parse() || e.is_parse_status() || e.is_parse_too_large()) {
             return None;
         }
-        Some(match answered {
-            Some(414) => ClientRefusal::UriTooLong,
-            Some(431) => ClientRefusal::HeadTooLarge,
+        Some(match hyper_answer(e, answered) {
+            414 => ClientRefusal::UriTooLong,
+            431 => ClientRefusal::HeadTooLarge,
             _ if e.is_parse_too_large() => ClientRefusal::HeadTooLarge,
             _ => ClientRefusal::BadRequest,
         })
@@ -160,6 +160,19 @@ impl ClientRefusal {
             ClientRefusal::IdleTimeout => "idle_timeout",
         }
     }
+}
+
+/// The status hyper answered a refused head with, 0 when none: `answered` (the last
+/// status written to the client) counts only when it is one of hyper's own answers
+/// (400, 414, 431), not the tail of an earlier response still going out, and never for
+/// a timeout or an HTTP/2 preface (hyper closes without an answer).
+pub(crate) fn hyper_answer(e: &hyper::Error, answered: Option<u16>) -> u16 {
+    if e.is_timeout() || e.is_parse_version_h2() {
+        return 0;
+    }
+    answered
+        .filter(|s| matches!(s, 400 | 414 | 431))
+        .unwrap_or(0)
 }
 
 fn chain<'a>(

@@ -68,7 +68,6 @@ fn addr_text(addr: SocketAddr) -> (String, String) {
 #[derive(Debug)]
 pub(crate) struct ConnInfo {
     pub(crate) peer: Peer,
-    pub(crate) addr: SocketAddr,
     requests: AtomicU64,
     /// Armed by an exchange whose response hyper would write with another version.
     pub(crate) status_line: StatusLineFix,
@@ -90,7 +89,6 @@ impl ConnInfo {
     pub(crate) fn new(conn: u64, addr: SocketAddr, slot: Slot) -> Self {
         ConnInfo {
             peer: Peer::new(conn, addr),
-            addr,
             requests: AtomicU64::new(0),
             status_line: StatusLineFix::default(),
             handoff: Mutex::new(None),

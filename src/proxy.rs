@@ -82,7 +82,7 @@ impl Proxy {
             self.recorder.metrics.upgrades_attempted.inc();
         }
         let (mut parts, body) = req.into_parts();
-        let mut recording = self.recorder.open(&conn, &parts, start);
+        let mut recording = self.recorder.open(&conn, &parts, start, client_upgrade);
         if let Err(refusal) = forwardable(&mut parts) {
             return Ok(self.answer_own(recording, &refusal));
         }

@@ -78,12 +78,14 @@ impl Recorder {
     }
 
     /// Opens the record of the exchange whose request head is `parts`, received on
-    /// `conn` at `start`: captures what the record needs before anything touches it.
+    /// `conn` at `start` (`upgrade`: it carries `Upgrade`): captures what the record
+    /// needs before anything touches it.
     pub(crate) fn open(
         self: &Arc<Self>,
         conn: &Arc<ConnInfo>,
         parts: &http::request::Parts,
         start: Instant,
+        upgrade: bool,
     ) -> Recording {
         let cfg = &self.cfg;
         let (sio, headers, trace) = capture_request(
@@ -92,7 +94,7 @@ impl Recorder {
             &cfg.sio_path,
             cfg.gcp_project.as_deref(),
         );
-        let recorded = cfg.log_all || sio.is_some() || parts.headers.contains_key(header::UPGRADE);
+        let recorded = cfg.log_all || sio.is_some() || upgrade;
         let sid_issued_here = sio
             .as_ref()
             .and_then(|s| s.sid.as_deref())
@@ -255,9 +257,16 @@ pub(crate) struct Recording {
 
 impl Recording {
     fn pending(&mut self) -> &mut Pending {
-        self.pending
+        self.with_capture().0
+    }
+
+    /// The open facts, and the extra headers `--capture-header` asks to log.
+    fn with_capture(&mut self) -> (&mut Pending, &[HeaderName]) {
+        let pending = self
+            .pending
             .as_mut()
-            .expect("a recording holds its facts until it is written")
+            .expect("a recording holds its facts until it is written");
+        (pending, &self.recorder.cfg.capture_headers)
     }
 
     fn take(mut self) -> Pending {
@@ -276,8 +285,8 @@ impl Recording {
     /// (the first [`BODY_PEEK_BYTES`] of a socket.io error or handshake, when not
     /// content-encoded) for the record.
     pub(crate) fn on_response<B>(&mut self, resp: &Response<B>) {
-        let capture_headers = &self.recorder.cfg.capture_headers;
-        let f = &mut self.pending.as_mut().expect("open").facts;
+        let (p, capture_headers) = self.with_capture();
+        let f = &mut p.facts;
         let status = resp.status();
         f.status = status.as_u16();
         f.resp_headers = capture::response(resp.headers(), capture_headers);
@@ -322,8 +331,7 @@ impl Recording {
         resp: &Response<B>,
         body_len: usize,
     ) {
-        let capture_headers = &self.recorder.cfg.capture_headers;
-        let p = self.pending.as_mut().expect("open");
+        let (p, capture_headers) = self.with_capture();
         p.recorded = true;
         p.own = Some((answer.kind(), answer.fault()));
         let f = &mut p.facts;

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::answer::ClientRefusal;
+use crate::answer::{ClientRefusal, hyper_answer};
 use crate::client_io::ClientIo;
 use crate::config::Config;
 use crate::conn::{ConnInfo, Handoff, Slot};
@@ -83,7 +83,6 @@ pub async fn run(
 /// `--max-connections`.
 struct Acceptor {
     proxy: Arc<Proxy>,
-    recorder: Arc<Recorder>,
     builder: http1::Builder,
     slots: Arc<Semaphore>,
     max_connections: usize,
@@ -109,7 +108,6 @@ impl Acceptor {
             .timer(TokioTimer::new())
             .header_read_timeout(cfg.header_timeout);
         Acceptor {
-            recorder: proxy.recorder().clone(),
             proxy,
             builder,
             slots: Arc::new(Semaphore::new(cfg.max_connections)),
@@ -133,7 +131,7 @@ impl Acceptor {
                     Ok((stream, client)) => self.serve(stream, client, permit),
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning, then go on.
-                        self.recorder.metrics.accept_errors.inc();
+                        self.proxy.recorder().metrics.accept_errors.inc();
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
@@ -175,7 +173,7 @@ impl Acceptor {
             return;
         }
         self.paused = true;
-        self.recorder.metrics.accept_paused.inc();
+        self.proxy.recorder().metrics.accept_paused.inc();
         if self
             .limit_reported
             .is_some_and(|t| t.elapsed() < LIMIT_REPORT_EVERY)
@@ -183,7 +181,7 @@ impl Acceptor {
             return;
         }
         self.limit_reported = Some(Instant::now());
-        self.recorder.sink.emit(Record {
+        self.proxy.recorder().sink.emit(Record {
             severity: Severity::Warning,
             message: format!(
                 "{} connections open (--max-connections): accepting paused until one closes",
@@ -199,7 +197,7 @@ impl Acceptor {
     fn serve(&mut self, stream: TcpStream, client: SocketAddr, permit: OwnedSemaphorePermit) {
         self.conn_no += 1;
         let _ = stream.set_nodelay(true);
-        let r = &self.recorder;
+        let r = self.proxy.recorder();
         let slot = Slot::new(permit, &r.metrics.connections_open, &r.bursts);
         let info = Arc::new(ConnInfo::new(self.conn_no, client, slot));
         let span = tracing::debug_span!("conn", conn = self.conn_no, client = %client);
@@ -287,22 +285,12 @@ fn client_error(recorder: &Recorder, info: &ConnInfo, e: &hyper::Error, answered
         tracing::debug!("idle keep-alive connection closed by --header-timeout");
         return;
     }
-    let (error, status) = match refusal {
-        ClientRefusal::HeaderTimeout => (
-            "no complete request head within --header-timeout".to_string(),
-            0,
-        ),
-        // An HTTP/2 preface gets no answer from hyper: it closes.
-        _ if e.is_parse_version_h2() => (e.to_string(), 0),
-        // Only hyper's own answers to a refused head count: a status from an earlier
-        // response whose tail was still going out is not one.
-        _ => (
-            e.to_string(),
-            answered
-                .filter(|s| matches!(s, 400 | 414 | 431))
-                .unwrap_or(0),
-        ),
+    let error = if refusal == ClientRefusal::HeaderTimeout {
+        "no complete request head within --header-timeout".to_string()
+    } else {
+        e.to_string()
     };
+    let status = hyper_answer(e, answered);
     let answer = if status == 0 {
         String::new()
     } else {
@@ -312,7 +300,7 @@ fn client_error(recorder: &Recorder, info: &ConnInfo, e: &hyper::Error, answered
         severity: Severity::Warning,
         message: format!(
             "client {} conn {}: {error}{answer}",
-            info.addr, info.peer.conn
+            info.peer.client, info.peer.conn
         ),
         event: Event::ClientError(ClientError {
             conn: info.peer.conn,
