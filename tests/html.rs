@@ -4,10 +4,11 @@
 //! found one), keeps values from the records inert, and stays small on a big input.
 //! (The page in a real browser: tests/e2e/tools/html-check.js.)
 
+mod support;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
@@ -17,17 +18,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
-}
-
-fn temp_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sockproxy-html-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn report(args: &[&str]) -> Output {
@@ -43,7 +33,7 @@ fn report(args: &[&str]) -> Output {
 
 /// The page for `inputs`, and the exit code.
 fn page_of(inputs: &[&Path]) -> (String, i32) {
-    let out_file = temp_dir().join("report.html");
+    let out_file = support::temp_dir("html").join("report.html");
     let mut args = vec!["--html", out_file.to_str().unwrap()];
     args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
     let out = report(&args);
@@ -224,7 +214,7 @@ fn per_pod_counts_agree_with_the_text_report() {
 
 #[test]
 fn values_from_records_stay_inert() {
-    let dir = temp_dir();
+    let dir = support::temp_dir("html");
     let evil = dir.join("evil.jsonl");
     let script = "<script>window.__pwned=1</script>";
     let lines = [
@@ -282,7 +272,7 @@ fn an_unwritable_page_fails_before_reading() {
 
 #[test]
 fn follow_writes_the_page_when_the_input_ends() {
-    let dir = temp_dir();
+    let dir = support::temp_dir("html");
     let out_file = dir.join("follow.html");
     let input = std::fs::File::open(fixture("h5-draining.jsonl")).unwrap();
     let out = Command::new(BIN)
@@ -354,7 +344,7 @@ fn big_log(n: usize) -> String {
 #[test]
 fn a_big_log_gives_a_bounded_page_with_every_refusal_counted() {
     let n = 150_000;
-    let dir = temp_dir();
+    let dir = support::temp_dir("html");
     let path = dir.join("big.jsonl");
     std::fs::write(&path, big_log(n)).unwrap();
     let (page, code) = page_of(&[&path]);

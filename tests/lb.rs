@@ -3,9 +3,10 @@
 //! hand-made `gcloud logging read` export with one entry per `statusDetails` family
 //! (tests/fixtures/lb-families.py writes it).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::Value;
 
@@ -50,21 +51,6 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-/// H1..H6 as `C`, `I`, `R`, `-`.
-fn verdicts(v: &Value) -> String {
-    v["hypotheses"]
-        .as_array()
-        .expect("hypotheses")
-        .iter()
-        .map(|h| match h["verdict"].as_str() {
-            Some("confirmed") => 'C',
-            Some("isolated") => 'I',
-            Some("ruled_out") => 'R',
-            _ => '-',
-        })
-        .collect()
-}
-
 fn counts(v: &Value, id: &str, key: &str) -> u64 {
     v["hypotheses"]
         .as_array()
@@ -76,14 +62,7 @@ fn counts(v: &Value, id: &str, key: &str) -> u64 {
 }
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sockproxy-lb-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
+    let p = support::temp_dir("lb").join(name);
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -121,10 +100,10 @@ fn real_runs_name_the_cause_from_both_ends() {
         let records = e2e(scenario, "records");
         let lb = e2e(scenario, "lb");
         let v = json(&[&records]);
-        assert_eq!(verdicts(&v), alone, "{scenario}: records alone");
+        assert_eq!(support::verdicts(&v), alone, "{scenario}: records alone");
         assert_eq!(v["load_balancer"]["entries"], 0, "{scenario}");
         let v = json(&[&records, &lb]);
-        assert_eq!(verdicts(&v), joined, "{scenario}: with the LB log");
+        assert_eq!(support::verdicts(&v), joined, "{scenario}: with the LB log");
         assert_eq!(counts(&v, id, key), want, "{scenario}: {id} {key}");
         let j = &v["load_balancer"]["join"];
         assert_eq!(
@@ -155,10 +134,14 @@ fn h3_from_the_load_balancer_alone_when_no_check_is_recorded() {
     let records = temp_file("pod-b.jsonl", &pod_b);
     let records = records.to_str().unwrap();
     let alone = json(&[records]);
-    assert_eq!(&verdicts(&alone)[2..3], "-", "no check in pod-b's records");
+    assert_eq!(
+        &support::verdicts(&alone)[2..3],
+        "-",
+        "no check in pod-b's records"
+    );
     let lb = e2e("h3-health-check", "lb");
     let v = json(&[records, &lb]);
-    assert_eq!(&verdicts(&v)[2..3], "C");
+    assert_eq!(&support::verdicts(&v)[2..3], "C");
     let h3 = &v["hypotheses"][2];
     let summary = h3["summary"].as_str().unwrap();
     assert!(
@@ -174,7 +157,7 @@ fn h3_from_the_load_balancer_alone_when_no_check_is_recorded() {
     );
     // The LB log alone: no pod answered anything, so the check is not blamed.
     let v = json(&[&lb]);
-    assert_eq!(&verdicts(&v)[2..3], "-", "{}", v["hypotheses"][2]);
+    assert_eq!(&support::verdicts(&v)[2..3], "-", "{}", v["hypotheses"][2]);
     assert_eq!(counts(&v, "H3", "lb_no_healthy_backend"), 3);
     assert_eq!(counts(&v, "H3", "lb_no_healthy_backend_while_theia_up"), 0);
 }
@@ -259,7 +242,7 @@ fn every_status_details_family_and_entries_without_a_match() {
     // H3 from the LB (3 of the 4 failed_to_pick_backend within 30 s of theia answering; the
     // fourth is two hours later); H6 isolated: one cut, and a longer websocket on the same
     // backend service; H1's one stripped attempt stays isolated.
-    assert_eq!(verdicts(&v), "I-CR-I");
+    assert_eq!(support::verdicts(&v), "I-CR-I");
     assert_eq!(counts(&v, "H3", "lb_no_healthy_backend"), 4);
     assert_eq!(counts(&v, "H3", "lb_no_healthy_backend_while_theia_up"), 3);
     assert_eq!(counts(&v, "H6", "lb_outlived_timeout"), 1);
@@ -302,7 +285,11 @@ fn separate_files_in_any_order_join_the_same() {
     let whole = json(&[fixture("lb-families.json").to_str().unwrap()]);
     for order in [[lb, records], [records, lb]] {
         let v = json(&order);
-        assert_eq!(verdicts(&v), verdicts(&whole), "{order:?}");
+        assert_eq!(
+            support::verdicts(&v),
+            support::verdicts(&whole),
+            "{order:?}"
+        );
         let mut a = v["load_balancer"].clone();
         let mut b = whole["load_balancer"].clone();
         for x in [&mut a, &mut b] {

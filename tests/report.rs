@@ -2,10 +2,11 @@
 //! end-to-end runs (one per hypothesis, a healthy one, the transparency suite) and on
 //! hand-written edge cases; verdicts, exit codes, `--json`, stdin, `--follow`.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -45,34 +46,6 @@ fn run_json(args: &[&str]) -> (Value, i32) {
     (v, out.status.code().expect("exit code"))
 }
 
-/// The six verdicts in H1..H6 order, as `C` confirmed, `I` isolated, `R` ruled out, `-` no
-/// evidence.
-fn verdicts(v: &Value) -> String {
-    v["hypotheses"]
-        .as_array()
-        .expect("hypotheses")
-        .iter()
-        .map(|h| match h["verdict"].as_str() {
-            Some("confirmed") => 'C',
-            Some("isolated") => 'I',
-            Some("ruled_out") => 'R',
-            Some("no_evidence") => '-',
-            other => panic!("verdict {other:?}"),
-        })
-        .collect()
-}
-
-fn temp_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "sockproxy-report-test-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Record files of real runs of the end-to-end chain (tests/e2e), and hand-written cases:
 /// the expected hypothesis is confirmed, the others are not.
 const FIXTURES: &[(&str, &str)] = &[
@@ -98,7 +71,7 @@ fn each_fixture_gets_its_verdicts_and_exit_code() {
     for (file, want) in FIXTURES {
         let path = fixture(file);
         let (v, code) = run_json(&[path.to_str().unwrap()]);
-        assert_eq!(verdicts(&v), *want, "{file}");
+        assert_eq!(support::verdicts(&v), *want, "{file}");
         let confirmed: Vec<String> = want
             .chars()
             .enumerate()
@@ -343,7 +316,7 @@ fn stdin_without_args_or_with_dash() {
             let out = c.output().unwrap();
             assert_eq!(out.status.code(), Some(1), "{file} {args:?}");
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            assert_eq!(verdicts(&v), "C---R-", "{file} {args:?}");
+            assert_eq!(support::verdicts(&v), "C---R-", "{file} {args:?}");
             assert_eq!(v["input"]["sources"], serde_json::json!(["stdin"]));
         }
     }
@@ -353,7 +326,7 @@ fn stdin_without_args_or_with_dash() {
 fn several_files_are_joined_across_pods() {
     // One file per pod, records without a pod field: the file names stand in for the pods,
     // and the handshake in one file joins the refusals in the other.
-    let dir = temp_dir();
+    let dir = support::temp_dir("report");
     let text = std::fs::read_to_string(fixture("h2-no-affinity.log")).unwrap();
     for pod in ["pod-a", "pod-b"] {
         let prefix = format!("[pod/{pod}/sockproxy] ");
@@ -370,7 +343,7 @@ fn several_files_are_joined_across_pods() {
     }
     let (a, b) = (dir.join("pod-a.log"), dir.join("pod-b.log"));
     let (v, code) = run_json(&[b.to_str().unwrap(), a.to_str().unwrap()]);
-    assert_eq!((verdicts(&v).as_str(), code), ("-C--R-", 1));
+    assert_eq!((support::verdicts(&v).as_str(), code), ("-C--R-", 1));
     let first = &v["hypotheses"][1]["examples"][0];
     assert_eq!(first["pod"], "pod-b.log");
     assert!(
@@ -395,7 +368,7 @@ fn several_files_are_joined_across_pods() {
 #[test]
 fn a_cut_download_still_reports() {
     // A Cloud Logging export cut in the middle of an entry.
-    let dir = temp_dir();
+    let dir = support::temp_dir("report");
     let full = std::fs::read(fixture("cloud-logging-h2.json")).unwrap();
     let cut = dir.join("cut.json");
     std::fs::write(&cut, &full[..full.len() / 2]).unwrap();
@@ -414,7 +387,7 @@ fn a_cut_download_still_reports() {
     let empty = dir.join("empty.log");
     std::fs::write(&empty, "").unwrap();
     let (v, code) = run_json(&[empty.to_str().unwrap()]);
-    assert_eq!((verdicts(&v).as_str(), code), ("------", 0));
+    assert_eq!((support::verdicts(&v).as_str(), code), ("------", 0));
     let out = run(&[empty.to_str().unwrap()]);
     assert!(
         String::from_utf8(out.stdout)
@@ -428,7 +401,7 @@ fn a_cut_download_still_reports() {
 fn usage_errors_exit_2_with_one_line() {
     let missing = fixture("no-such-file.jsonl");
     let healthy = fixture("healthy.jsonl");
-    let dir = temp_dir();
+    let dir = support::temp_dir("report");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec![missing.to_str().unwrap()], "no-such-file.jsonl"),
         (

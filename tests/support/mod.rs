@@ -377,3 +377,33 @@ pub async fn full_backlog() -> (SocketAddr, Vec<TcpStream>) {
     std::mem::forget(listener); // never accepts, stays open for the test
     (addr, held)
 }
+
+/// The six verdicts of a `report --json` output in H1..H6 order, as `C` confirmed, `I`
+/// isolated, `R` ruled out, `-` no evidence.
+pub fn verdicts(v: &Value) -> String {
+    v["hypotheses"]
+        .as_array()
+        .expect("hypotheses")
+        .iter()
+        .map(|h| match h["verdict"].as_str() {
+            Some("confirmed") => 'C',
+            Some("isolated") => 'I',
+            Some("ruled_out") => 'R',
+            Some("no_evidence") => '-',
+            other => panic!("verdict {other:?}"),
+        })
+        .collect()
+}
+
+/// A fresh directory under the system's temp dir for one test (`what` names the suite).
+pub fn temp_dir(what: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sockproxy-{what}-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
